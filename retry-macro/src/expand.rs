@@ -1,0 +1,190 @@
+//! Emits the retry loop. Every decision in it is a runtime call; the loop only moves values.
+//!
+//! Input:
+//! ```ignore
+//! #[retry_with_backoff(max_retries = 3)]
+//! fn fetch(&self, url: String) -> io::Result<Page> { get(self, url) }
+//! ```
+//! Output (sync; an `async fn` awaits an `async { .. }` block instead of calling a closure,
+//! and sleeps with `sleep_async(..).await`):
+//! ```ignore
+//! fn fetch(&self, url: String) -> io::Result<Page> {
+//!     const POLICY: RetryPolicy = RetryPolicy::__from_validated(3, ..);
+//!     let mut attempts = Attempts::start(&POLICY, "fetch", now_current);
+//!     let mut attempt = || {
+//!         let __self = self;
+//!         let url = fresh(&url);
+//!         { get(__self, url) }
+//!     };
+//!     loop {
+//!         let error = match split(attempt()) {
+//!             Ok(done) => { attempts.succeeded(); return done; }
+//!             Err(error) => error,
+//!         };
+//!         match attempts.after_failure(classify(&error), &error, now_current) {
+//!             Next::Retry(delay) => sleep_current(delay),
+//!             Next::Return => return fail(error),
+//!             Next::GiveUp(reason) => return fail(give_up_as(keep(error).give_up(&attempts, reason))),
+//!         }
+//!     }
+//! }
+//! ```
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{ReturnType, Stmt};
+
+use crate::args::Settings;
+use crate::signature::{Params, RenameSelf, RetryFn};
+
+pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
+    let RetryFn {
+        attrs,
+        vis,
+        sig,
+        inner_attrs,
+        body,
+    } = item;
+    let Params {
+        sig: outer_sig,
+        rebinds,
+        has_receiver,
+    } = crate::signature::params(&sig);
+    let mut body: Vec<Stmt> = body.unwrap_or_default();
+    if has_receiver {
+        body.iter_mut()
+            .for_each(|stmt| RenameSelf.visit_stmt_mut(stmt));
+    }
+
+    // Misuse of the return type is reported on the return type, through the runtime's
+    // `RetryResult` trait, so that aliases like `io::Result<T>` pass.
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => sig.ident.span(),
+    };
+    // Locals of the expansion resolve at `mixed_site`, so a parameter or a body local with
+    // the same name can neither see nor shadow them. They sit at the return type because the
+    // type errors they can meet (not a `Result`, an error type without `Display` or
+    // `From<MediaProcessingError>`) are about it.
+    let local =
+        |name: &str| format_ident!("{}", name, span = Span::mixed_site().located_at(ret_span));
+    let attempts = local("__resilience_attempts");
+    let attempt = local("__resilience_attempt");
+    let outcome = local("__resilience_outcome");
+    let error = local("__resilience_error");
+    let done = local("__resilience_done");
+    let delay = local("__resilience_delay");
+    let reason = local("__resilience_reason");
+    let passed = local("__resilience_passed");
+
+    let rt = quote!(::resilience::__private);
+    // The same path with the return type's span: the calls that check the return and error
+    // types are built from it, so their errors land on the return type.
+    let rt_ret = quote_spanned!(ret_span=> ::resilience::__private);
+    let display = quote_spanned!(ret_span=> &#error);
+
+    let name = sig.ident.to_string();
+    let name = name.strip_prefix("r#").unwrap_or(&name);
+    let Settings {
+        max_retries,
+        base_delay_nanos,
+        max_delay_nanos,
+        jitter_nanos,
+        timeout_nanos,
+        retry_if,
+    } = settings;
+
+    let classified = {
+        let builtin = quote_spanned!(ret_span=> {
+            #[allow(unused_imports)]
+            use #rt_ret::{ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _};
+            (&&&#rt_ret::Probe(&#error)).__resilience_classify()
+        });
+        match retry_if {
+            None => builtin,
+            Some(predicate) => quote_spanned!(predicate.span()=>
+                #rt::Classified::by(#rt::Rule::Predicate, #rt::ask(#predicate, &#error))
+                    .unwrap_or_else(|| #builtin)
+            ),
+        }
+    };
+    let give_up = quote_spanned!(ret_span=> {
+        #[allow(unused_imports)]
+        use #rt_ret::{GiveUpKeepingError as _, GiveUpKeepingText as _};
+        let __resilience_give_up =
+            (&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason);
+        return #rt_ret::fail(#rt_ret::give_up_as(__resilience_give_up));
+    });
+    let attempt_body = quote!({
+        #(#rebinds)*
+        { #(#body)* }
+    });
+
+    let (now, run_attempt, sleep) = if sig.asyncness.is_some() {
+        let run = if timeout_nanos == 0 {
+            quote!(async #attempt_body.await)
+        } else {
+            quote!(match #rt::until_deadline(#attempts.deadline(), async #attempt_body).await {
+                ::core::result::Result::Ok(#outcome) => #outcome,
+                ::core::result::Result::Err(#passed) => {
+                    return #rt_ret::fail(#rt_ret::give_up_as(#attempts.deadline_passed(#passed)));
+                }
+            })
+        };
+        (
+            quote!(#rt::now_async),
+            quote!(let #outcome = #run;),
+            quote!(#rt::sleep_async(#delay).await;),
+        )
+    } else {
+        (
+            quote!(#rt::now_current),
+            quote!(let #outcome = #attempt();),
+            quote!(#rt::sleep_current(#delay);),
+        )
+    };
+    let define_attempt = if sig.asyncness.is_some() {
+        quote!()
+    } else {
+        // A closure, so `return` and `?` in the body end the attempt, not the retry. It may
+        // be `Fn` or `FnMut` depending on the body, hence the `allow`.
+        quote!(
+            #[allow(unused_mut, clippy::redundant_closure_call)]
+            let mut #attempt = || #attempt_body;
+        )
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #outer_sig {
+            #(#inner_attrs)*
+            const __RESILIENCE_POLICY: #rt::RetryPolicy = #rt::RetryPolicy::__from_validated(
+                #max_retries, #base_delay_nanos, #max_delay_nanos, #jitter_nanos, #timeout_nanos,
+            );
+            let mut #attempts = #rt::Attempts::start(&__RESILIENCE_POLICY, #name, #now);
+            #define_attempt
+            loop {
+                #run_attempt
+                // The error lives only inside this statement: it is dropped before the wait,
+                // so an error type that is not `Send` never makes the future non-`Send`.
+                let #delay = match #rt_ret::split(#outcome) {
+                    ::core::result::Result::Ok(#done) => {
+                        #attempts.succeeded();
+                        return #done;
+                    }
+                    ::core::result::Result::Err(#error) => {
+                        let __resilience_classified = #classified;
+                        match #attempts.after_failure(__resilience_classified, #display, #now) {
+                            #rt::Next::Retry(#delay) => #delay,
+                            #rt::Next::Return => return #rt_ret::fail(#error),
+                            #rt::Next::GiveUp(#reason) => #give_up,
+                        }
+                    }
+                };
+                #sleep
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The `#[retry_with_backoff]` attribute of [`resilience`](https://docs.rs/resilience).
+//! Use it through the `resilience` crate, whose documentation shows it at work; the expansion
+//! names only `::resilience::__private` items.
+//!
+//! `args` validates the arguments, `signature` reads the function, `expand` writes the loop.
+
+mod args;
+mod expand;
+mod signature;
+
+use proc_macro::TokenStream;
+use quote::quote;
+
+/// Retries the function with exponential backoff and jitter when it fails with a retryable
+/// error, and returns a `MediaProcessingError` (through `From`) once the attempts are spent.
+///
+/// Arguments, all optional: `max_retries = 5` (total attempts), `base_delay = 1.0`,
+/// `max_delay = 30.0`, `jitter = 1.0`, `timeout = <seconds>` (the whole call), and
+/// `retry_if = <path or closure>` (a predicate over `&E` that answers first). Mark a by-value
+/// parameter `#[no_clone]` when the body only borrows it and its type is not `Clone`.
+///
+/// See the `resilience` crate for examples.
+#[proc_macro_attribute]
+pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = args::Errors::default();
+    let settings = args::parse(args.into(), &mut errors);
+    let item_tokens = proc_macro2::TokenStream::from(item.clone());
+    let function = match syn::parse::<signature::RetryFn>(item) {
+        Ok(function) => function,
+        Err(error) => {
+            errors.push(error);
+            return with_errors(errors, item_tokens);
+        }
+    };
+    signature::check(&function, &mut errors);
+    match (errors.finish(()), settings) {
+        (Ok(()), Some(settings)) => expand::expand(function, settings).into(),
+        (Err(error), _) => {
+            let error = error.to_compile_error();
+            // The item as written still compiles on its own, so the user sees only our errors.
+            quote!(#error #function).into()
+        }
+        (Ok(()), None) => quote!(#function).into(),
+    }
+}
+
+fn with_errors(errors: args::Errors, item: proc_macro2::TokenStream) -> TokenStream {
+    match errors.finish(()) {
+        Ok(()) => item.into(),
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#error #item).into()
+        }
+    }
+}

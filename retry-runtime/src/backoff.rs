@@ -1,0 +1,179 @@
+//! Exponential backoff with jitter: how long to wait after a failed attempt.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::policy::RetryPolicy;
+
+/// The wait after failed attempt `attempt` (1-based), before attempt `attempt + 1`:
+/// `min(base_delay * 2^attempt + U, max_delay)` with `U` uniform in `[0, jitter)`.
+///
+/// With the defaults this gives about 2.x s, 4.x s, 8.x s, 16.x s. Every step saturates, so
+/// no attempt number and no policy can overflow or panic, and the result never exceeds
+/// `max_delay` (jitter included: it is inside the `min`).
+///
+/// ```
+/// use std::time::Duration;
+/// use rand::{SeedableRng, rngs::SmallRng};
+/// use retry_runtime::{RetryPolicy, backoff::delay_before};
+///
+/// let policy = RetryPolicy::default();
+/// let mut rng = SmallRng::seed_from_u64(7);
+/// let wait = delay_before(&policy, 1, &mut rng);
+/// assert!(wait >= Duration::from_secs(2) && wait < Duration::from_secs(3));
+/// assert_eq!(delay_before(&policy, u32::MAX, &mut rng), Duration::from_secs(30));
+/// ```
+pub fn delay_before<R: Rng + ?Sized>(policy: &RetryPolicy, attempt: u32, rng: &mut R) -> Duration {
+    let exponential = exponential_part(policy.base_delay(), attempt);
+    exponential
+        .saturating_add(jitter_part(policy.jitter(), rng))
+        .min(policy.max_delay())
+}
+
+/// `base * 2^attempt`, saturating at `Duration::MAX`.
+fn exponential_part(base: Duration, attempt: u32) -> Duration {
+    if base.is_zero() {
+        return Duration::ZERO;
+    }
+    // In nanoseconds as u128 so a 1 ns base still doubles exactly up to 2^127; only a
+    // product that no `Duration` can hold saturates.
+    let nanos = 1u128
+        .checked_shl(attempt)
+        .and_then(|factor| base.as_nanos().checked_mul(factor));
+    nanos.map_or(Duration::MAX, saturating_from_nanos)
+}
+
+fn saturating_from_nanos(nanos: u128) -> Duration {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    match u64::try_from(nanos / NANOS_PER_SEC) {
+        // The remainder is below 10^9, so it always fits a u32.
+        Ok(secs) => Duration::new(secs, (nanos % NANOS_PER_SEC) as u32),
+        Err(_) => Duration::MAX,
+    }
+}
+
+/// Uniform in `[0, jitter)`; zero when jitter is off.
+fn jitter_part<R: Rng + ?Sized>(jitter: Duration, rng: &mut R) -> Duration {
+    let bound = jitter.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if bound == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(rng.random_range(0..bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn defaults_give_the_design_note_table() {
+        let policy = RetryPolicy::default();
+        for seed in 0..500 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for (attempt, low) in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0)] {
+                let d = delay_before(&policy, attempt, &mut rng);
+                assert!(
+                    d >= secs(low) && d < secs(low + 1.0),
+                    "attempt {attempt}: {d:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_never_pushes_a_wait_past_max_delay() {
+        let policy = RetryPolicy::builder()
+            .base_delay(secs(1.0))
+            .max_delay(secs(2.5))
+            .jitter(secs(10.0))
+            .build()
+            .unwrap();
+        for seed in 0..1000 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for attempt in 0..40 {
+                assert!(delay_before(&policy, attempt, &mut rng) <= secs(2.5));
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_waits_over_its_whole_range() {
+        let policy = RetryPolicy::default();
+        let mut rng = SmallRng::seed_from_u64(42);
+        let waits: Vec<f64> = (0..2000)
+            .map(|_| delay_before(&policy, 1, &mut rng).as_secs_f64() - 2.0)
+            .collect();
+        let min = waits.iter().copied().fold(f64::MAX, f64::min);
+        let max = waits.iter().copied().fold(f64::MIN, f64::max);
+        assert!((0.0..0.05).contains(&min), "min spread {min}");
+        assert!((0.95..1.0).contains(&max), "max spread {max}");
+    }
+
+    #[test]
+    fn any_attempt_number_saturates_without_panic() {
+        let policy = RetryPolicy::builder()
+            .base_delay(Duration::MAX)
+            .max_delay(Duration::MAX)
+            .jitter(Duration::MAX)
+            .build()
+            .unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        for attempt in [0, 1, 31, 32, 33, 63, 64, 1000, u32::MAX - 1, u32::MAX] {
+            assert_eq!(delay_before(&policy, attempt, &mut rng), Duration::MAX);
+        }
+        for attempt in [5, 31, 32, 64, u32::MAX] {
+            let wait = delay_before(&RetryPolicy::default(), attempt, &mut rng);
+            assert_eq!(wait, secs(30.0), "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn a_tiny_base_keeps_doubling_past_two_to_the_32() {
+        let policy = RetryPolicy::builder()
+            .base_delay(Duration::from_nanos(1))
+            .max_delay(Duration::from_secs(3600))
+            .jitter(Duration::ZERO)
+            .build()
+            .unwrap();
+        let mut rng = SmallRng::seed_from_u64(0);
+        assert_eq!(
+            delay_before(&policy, 33, &mut rng),
+            Duration::from_nanos(1 << 33)
+        );
+    }
+
+    #[test]
+    fn zero_base_and_zero_jitter_wait_nothing() {
+        let policy = RetryPolicy::builder()
+            .base_delay(Duration::ZERO)
+            .jitter(Duration::ZERO)
+            .build()
+            .unwrap();
+        let mut rng = SmallRng::seed_from_u64(3);
+        for attempt in [1, 40, u32::MAX] {
+            assert_eq!(delay_before(&policy, attempt, &mut rng), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn without_jitter_the_wait_is_exact() {
+        let policy = RetryPolicy::builder()
+            .base_delay(Duration::from_millis(100))
+            .jitter(Duration::ZERO)
+            .build()
+            .unwrap();
+        let mut rng = SmallRng::seed_from_u64(0);
+        assert_eq!(
+            delay_before(&policy, 3, &mut rng),
+            Duration::from_millis(800)
+        );
+        assert_eq!(delay_before(&policy, 9, &mut rng), Duration::from_secs(30));
+    }
+}

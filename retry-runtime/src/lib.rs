@@ -1,0 +1,26 @@
+//! The runtime of [`resilience`](https://docs.rs/resilience): everything the
+//! `#[retry_with_backoff]` attribute calls, usable on its own through [`Retry`].
+//!
+//! One concept per module: [`policy`] (the settings), [`backoff`] (the waits),
+//! [`classify`] (retryable or not), [`attempts`] (the state machine a retry loop drives),
+//! [`error`] (`MediaProcessingError`), [`log`] (the `tracing` events) and [`sleep`] (waiting,
+//! and the clock `timeout` is measured on).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod attempts;
+pub mod backoff;
+pub mod classify;
+pub mod error;
+pub mod log;
+pub mod policy;
+mod retry;
+pub mod sleep;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use classify::{Classified, Classify, Rule, Verdict};
+pub use error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
+pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};
+pub use retry::{BuiltinRules, Classifier, Retry};

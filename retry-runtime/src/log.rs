@@ -1,0 +1,90 @@
+//! The `tracing` events of a retried call (SPEC section 4), all with target `resilience`.
+//!
+//! Every event carries the fields `function`, `attempt`, `max_retries` and `delay_ms`
+//! (0 where no wait follows). Each function is `#[cold]`: none runs when the first attempt
+//! succeeds, and keeping them out of line keeps the generated loop small.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use crate::classify::Rule;
+use crate::error::GiveUpReason;
+
+/// WARN `Retry {n}/{max_retries} after {error}: waiting {delay:.1}s`.
+#[cold]
+#[inline(never)]
+pub fn retrying(
+    function: &'static str,
+    attempt: u32,
+    max_retries: u32,
+    error: &dyn Display,
+    delay: Duration,
+) {
+    tracing::warn!(
+        target: "resilience",
+        function,
+        attempt,
+        max_retries,
+        delay_ms = millis(delay),
+        "Retry {attempt}/{max_retries} after {error}: waiting {:.1}s",
+        delay.as_secs_f64(),
+    );
+}
+
+/// INFO `Success on attempt {n}`, only after at least one retry.
+#[cold]
+#[inline(never)]
+pub fn succeeded_after_retry(function: &'static str, attempt: u32, max_retries: u32) {
+    tracing::info!(
+        target: "resilience",
+        function,
+        attempt,
+        max_retries,
+        delay_ms = 0u64,
+        "Success on attempt {attempt}",
+    );
+}
+
+/// ERROR `Giving up after {n} attempts ({reason}): {error}`.
+#[cold]
+#[inline(never)]
+pub fn gave_up(
+    function: &'static str,
+    attempt: u32,
+    max_retries: u32,
+    error: &dyn Display,
+    reason: GiveUpReason,
+) {
+    tracing::error!(
+        target: "resilience",
+        function,
+        attempt,
+        max_retries,
+        delay_ms = 0u64,
+        "Giving up after {attempt} attempts ({reason}): {error}",
+    );
+}
+
+/// WARN `Not retrying {error}: not retryable ({rule})`, for an error returned unchanged.
+#[cold]
+#[inline(never)]
+pub fn not_retryable(
+    function: &'static str,
+    attempt: u32,
+    max_retries: u32,
+    error: &dyn Display,
+    rule: Rule,
+) {
+    tracing::warn!(
+        target: "resilience",
+        function,
+        attempt,
+        max_retries,
+        delay_ms = 0u64,
+        "Not retrying after {error}: not retryable ({rule})",
+    );
+}
+
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}

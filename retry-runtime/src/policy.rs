@@ -1,0 +1,243 @@
+//! The settings of one retried call: how many attempts, how long to wait, when to stop.
+
+use std::time::Duration;
+
+/// How a call is retried: attempts, backoff and an optional bound on the whole call.
+///
+/// The `#[retry_with_backoff]` attribute builds one of these at compile time from its
+/// arguments; code that retries without the attribute builds one with [`RetryPolicy::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use retry_runtime::RetryPolicy;
+///
+/// let policy = RetryPolicy::builder()
+///     .max_retries(3)
+///     .base_delay(Duration::from_millis(200))
+///     .max_delay(Duration::from_secs(5))
+///     .timeout(Duration::from_secs(20))
+///     .build()?;
+/// assert_eq!(policy.max_retries(), 3);
+/// # Ok::<(), retry_runtime::InvalidPolicy>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    max_retries: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    jitter: Duration,
+    timeout: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Attempts made by default, the first included (the design note's `max_retries=5`).
+    pub const DEFAULT_MAX_RETRIES: u32 = 5;
+    /// Base of the exponential backoff by default: 1 s.
+    pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
+    /// Cap of one wait by default: 30 s.
+    pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+    /// Upper bound of the random spread added to each wait by default: 1 s.
+    pub const DEFAULT_JITTER: Duration = Duration::from_secs(1);
+
+    /// The defaults of the design note: 5 attempts, 1 s base, 30 s cap, up to 1 s jitter,
+    /// no bound on the whole call.
+    pub const fn new() -> Self {
+        Self {
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            base_delay: Self::DEFAULT_BASE_DELAY,
+            max_delay: Self::DEFAULT_MAX_DELAY,
+            jitter: Self::DEFAULT_JITTER,
+            timeout: None,
+        }
+    }
+
+    /// Starts from the defaults; [`PolicyBuilder::build`] checks the result.
+    pub const fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            policy: Self::new(),
+        }
+    }
+
+    /// Builds a policy from values the attribute has already validated at compile time.
+    ///
+    /// Not public API: the checks live in the macro, which reports them on the user's tokens.
+    /// `timeout_nanos == 0` means no timeout.
+    #[doc(hidden)]
+    pub const fn __from_validated(
+        max_retries: u32,
+        base_delay_nanos: u64,
+        max_delay_nanos: u64,
+        jitter_nanos: u64,
+        timeout_nanos: u64,
+    ) -> Self {
+        Self {
+            max_retries,
+            base_delay: Duration::from_nanos(base_delay_nanos),
+            max_delay: Duration::from_nanos(max_delay_nanos),
+            jitter: Duration::from_nanos(jitter_nanos),
+            timeout: if timeout_nanos == 0 {
+                None
+            } else {
+                Some(Duration::from_nanos(timeout_nanos))
+            },
+        }
+    }
+
+    /// Total attempts, the first included (at least 1).
+    pub const fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// Base of the exponential backoff.
+    pub const fn base_delay(&self) -> Duration {
+        self.base_delay
+    }
+
+    /// Cap of one wait, jitter included.
+    pub const fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// Upper bound (exclusive) of the random spread added to each wait.
+    pub const fn jitter(&self) -> Duration {
+        self.jitter
+    }
+
+    /// Bound on the whole call, all attempts and waits; `None` when unbounded.
+    pub const fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a [`RetryPolicy`] and checks it in [`build`](PolicyBuilder::build).
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PolicyBuilder {
+    policy: RetryPolicy,
+}
+
+impl PolicyBuilder {
+    /// Total attempts, the first included; must be at least 1.
+    pub const fn max_retries(mut self, attempts: u32) -> Self {
+        self.policy.max_retries = attempts;
+        self
+    }
+
+    /// Base of the exponential backoff.
+    pub const fn base_delay(mut self, delay: Duration) -> Self {
+        self.policy.base_delay = delay;
+        self
+    }
+
+    /// Cap of one wait; must not be below the base delay.
+    pub const fn max_delay(mut self, delay: Duration) -> Self {
+        self.policy.max_delay = delay;
+        self
+    }
+
+    /// Upper bound of the random spread added to each wait; zero turns jitter off.
+    pub const fn jitter(mut self, jitter: Duration) -> Self {
+        self.policy.jitter = jitter;
+        self
+    }
+
+    /// Bound on the whole call, all attempts and waits; must be above zero.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.policy.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the settings against the same rules the attribute enforces at compile time.
+    pub const fn build(self) -> Result<RetryPolicy, InvalidPolicy> {
+        let p = self.policy;
+        if p.max_retries == 0 {
+            return Err(InvalidPolicy::NoAttempts);
+        }
+        if p.base_delay.as_nanos() > p.max_delay.as_nanos() {
+            return Err(InvalidPolicy::BaseAboveMax {
+                base_delay: p.base_delay,
+                max_delay: p.max_delay,
+            });
+        }
+        if let Some(timeout) = p.timeout
+            && timeout.is_zero()
+        {
+            return Err(InvalidPolicy::ZeroTimeout);
+        }
+        Ok(p)
+    }
+}
+
+/// Why [`PolicyBuilder::build`] refused its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPolicy {
+    /// `max_retries` was 0: at least the first attempt must be allowed.
+    #[error("`max_retries` must be at least 1: it counts all attempts, the first included")]
+    NoAttempts,
+    /// The base delay was above the cap.
+    #[error("`base_delay` ({base_delay:?}) must not be above `max_delay` ({max_delay:?})")]
+    BaseAboveMax {
+        /// The base delay asked for.
+        base_delay: Duration,
+        /// The cap asked for.
+        max_delay: Duration,
+    },
+    /// A timeout of zero would fail every call before it starts.
+    #[error("`timeout` must be above zero")]
+    ZeroTimeout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design_note() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.max_retries(), 5);
+        assert_eq!(p.base_delay(), Duration::from_secs(1));
+        assert_eq!(p.max_delay(), Duration::from_secs(30));
+        assert_eq!(p.jitter(), Duration::from_secs(1));
+        assert_eq!(p.timeout(), None);
+    }
+
+    #[test]
+    fn builder_rejects_zero_attempts() {
+        assert_eq!(
+            RetryPolicy::builder().max_retries(0).build(),
+            Err(InvalidPolicy::NoAttempts)
+        );
+    }
+
+    #[test]
+    fn builder_rejects_base_above_max() {
+        let err = RetryPolicy::builder()
+            .base_delay(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(1))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, InvalidPolicy::BaseAboveMax { .. }));
+    }
+
+    #[test]
+    fn builder_rejects_zero_timeout() {
+        assert_eq!(
+            RetryPolicy::builder().timeout(Duration::ZERO).build(),
+            Err(InvalidPolicy::ZeroTimeout)
+        );
+    }
+
+    #[test]
+    fn macro_constructor_maps_zero_timeout_to_none() {
+        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 0);
+        assert_eq!(p.timeout(), None);
+        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 7);
+        assert_eq!(p.timeout(), Some(Duration::from_nanos(7)));
+    }
+}

@@ -1,0 +1,164 @@
+//! Retrying a closure, for code that does not use the attribute (or cannot: a call built at
+//! run time, a policy read from configuration).
+
+use std::fmt::Display;
+
+use crate::attempts::{Attempts, Next};
+use crate::classify::{Classified, Classify, Rule, Verdict};
+use crate::error::{BoxError, MediaProcessingError};
+use crate::policy::RetryPolicy;
+use crate::sleep::{now_current, sleep_current};
+
+/// Decides whether an error of type `E` is worth another attempt.
+pub trait Classifier<E: ?Sized> {
+    /// The answer and the rule that gave it.
+    fn classify(&self, error: &E) -> Classified;
+}
+
+/// The built-in rules, through the error type's [`Classify`] implementation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinRules;
+
+impl<E: Classify + ?Sized> Classifier<E> for BuiltinRules {
+    fn classify(&self, error: &E) -> Classified {
+        error.classified()
+    }
+}
+
+/// A predicate answering `bool` or [`Verdict`]; `Verdict::Unknown` counts as not retryable.
+impl<E: ?Sized, V: Into<Verdict>, F: Fn(&E) -> V> Classifier<E> for F {
+    fn classify(&self, error: &E) -> Classified {
+        Classified::by(Rule::Predicate, self(error).into()).unwrap_or(Classified::NOT_RETRYABLE)
+    }
+}
+
+/// Retries a closure under a [`RetryPolicy`], with the same rules, waits, log lines and
+/// give-up error as `#[retry_with_backoff]`.
+///
+/// ```
+/// use std::{io, rc::Rc, time::Duration};
+/// use retry_runtime::{Retry, RetryPolicy, sleep::{VirtualClock, with_sleeper}};
+///
+/// let policy = RetryPolicy::builder().max_retries(3).build()?;
+/// let mut calls = 0;
+/// let clock = Rc::new(VirtualClock::new());
+/// let answer = with_sleeper(clock.clone(), || {
+///     Retry::new(&policy).named("fetch").call(|| {
+///         calls += 1;
+///         if calls < 3 {
+///             Err(io::Error::from(io::ErrorKind::ConnectionReset))
+///         } else {
+///             Ok("done")
+///         }
+///     })
+/// });
+/// assert_eq!(answer?, "done");
+/// assert_eq!(clock.sleeps().len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a `Retry` does nothing until `call` or `call_async` runs it"]
+pub struct Retry<'p, C = BuiltinRules> {
+    policy: &'p RetryPolicy,
+    function: &'static str,
+    classifier: C,
+}
+
+impl<'p> Retry<'p> {
+    /// Retries under `policy` with the built-in rules.
+    pub fn new(policy: &'p RetryPolicy) -> Self {
+        Self {
+            policy,
+            function: "closure",
+            classifier: BuiltinRules,
+        }
+    }
+}
+
+impl<'p, C> Retry<'p, C> {
+    /// The name the log events carry in their `function` field.
+    pub fn named(self, function: &'static str) -> Self {
+        Self { function, ..self }
+    }
+
+    /// Decides retryability with `classifier` instead of the built-in rules, for instance a
+    /// closure `|e: &MyError| -> bool` or one that calls [`classify_error`](crate::classify::classify_error).
+    pub fn classify_with<D>(self, classifier: D) -> Retry<'p, D> {
+        Retry {
+            policy: self.policy,
+            function: self.function,
+            classifier,
+        }
+    }
+
+    /// Calls `op` until it succeeds, fails with an error that is not retryable, or the
+    /// policy gives up; waits on the current thread's [sleeper](crate::sleep::with_sleeper).
+    pub fn call<T, E, Op>(&self, mut op: Op) -> Result<T, E>
+    where
+        Op: FnMut() -> Result<T, E>,
+        C: Classifier<E>,
+        E: Display + Into<BoxError> + From<MediaProcessingError>,
+    {
+        let mut attempts = Attempts::start(self.policy, self.function, now_current);
+        loop {
+            let error = match op() {
+                Ok(value) => {
+                    attempts.succeeded();
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let classified = self.classifier.classify(&error);
+            match attempts.after_failure(classified, &error, now_current) {
+                Next::Retry(delay) => sleep_current(delay),
+                Next::Return => return Err(error),
+                Next::GiveUp(reason) => {
+                    let message = error.to_string();
+                    return Err(attempts.give_up(reason, message, Some(error.into())).into());
+                }
+            }
+        }
+    }
+
+    /// The async form of [`call`](Self::call): waits with tokio's timer, and the `timeout`
+    /// also cuts off an attempt still running. Dropping the future cancels the call.
+    #[cfg(feature = "tokio")]
+    pub async fn call_async<T, E, Op, Fut>(&self, mut op: Op) -> Result<T, E>
+    where
+        Op: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        C: Classifier<E>,
+        E: Display + Into<BoxError> + From<MediaProcessingError>,
+    {
+        use crate::sleep::{now_async, sleep_async, until_deadline};
+
+        let mut attempts = Attempts::start(self.policy, self.function, now_async);
+        loop {
+            let outcome = match until_deadline(attempts.deadline(), op()).await {
+                Ok(outcome) => outcome,
+                Err(passed) => return Err(attempts.deadline_passed(passed).into()),
+            };
+            // The error is dropped before the wait, so a non-`Send` error never makes the
+            // future non-`Send`.
+            let delay = match outcome {
+                Ok(value) => {
+                    attempts.succeeded();
+                    return Ok(value);
+                }
+                Err(error) => {
+                    let classified = self.classifier.classify(&error);
+                    match attempts.after_failure(classified, &error, now_async) {
+                        Next::Retry(delay) => delay,
+                        Next::Return => return Err(error),
+                        Next::GiveUp(reason) => {
+                            let message = error.to_string();
+                            let give_up = attempts.give_up(reason, message, Some(error.into()));
+                            return Err(give_up.into());
+                        }
+                    }
+                }
+            };
+            sleep_async(delay).await;
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Shared by the integration tests: captures the `resilience` log events of the current
+//! thread, so tests can read back the waits and the exact lines.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Once, PoisonError};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+/// One event of target `resilience`.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub level: Level,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// The events captured so far.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<Record>>>);
+
+impl Logs {
+    pub fn records(&self) -> Vec<Record> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.records().into_iter().map(|r| r.message).collect()
+    }
+
+    /// The waits announced by `Retry n/m ... waiting X.Ys` lines, from their `delay_ms` field.
+    pub fn waits_ms(&self) -> Vec<u64> {
+        self.records()
+            .iter()
+            .filter(|r| r.message.starts_with("Retry "))
+            .filter_map(|r| r.field("delay_ms")?.parse().ok())
+            .collect()
+    }
+
+    pub fn at_level(&self, level: Level) -> Vec<Record> {
+        self.records().into_iter().filter(|r| r.level == level).collect()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Logs>> = const { RefCell::new(None) };
+}
+
+/// Sends each event to the capture of the thread it happens on. One global subscriber,
+/// because `tracing` caches per call site whether anyone listens: a thread-local default set
+/// while another test thread runs without one can be cached as "never".
+struct Capture;
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != "resilience" {
+            return;
+        }
+        let Some(logs) = CURRENT.with(|c| c.borrow().clone()) else {
+            return;
+        };
+        let mut visitor = Fields::default();
+        event.record(&mut visitor);
+        let message = visitor.0.remove("message").unwrap_or_default();
+        logs.0.lock().unwrap_or_else(PoisonError::into_inner).push(Record {
+            level: *event.metadata().level(),
+            message,
+            fields: visitor.0,
+        });
+    }
+}
+
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// Stops capturing when dropped.
+#[must_use = "events are captured only while the guard lives"]
+pub struct CaptureGuard(Option<Logs>);
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Captures the current thread's `resilience` events until the guard is dropped.
+pub fn capture() -> (Logs, CaptureGuard) {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Another subscriber already installed would be a bug in the tests themselves.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture));
+    });
+    let logs = Logs::default();
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(logs.clone()));
+    (logs, CaptureGuard(previous))
+}
