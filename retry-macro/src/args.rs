@@ -18,10 +18,12 @@ pub struct Settings {
     pub jitter_nanos: u64,
     /// 0 when there is no timeout.
     pub timeout_nanos: u64,
+    pub max_hint_nanos: u64,
     pub retry_if: Option<Expr>,
 }
 
-const KEYS: &str = "`max_retries`, `base_delay`, `max_delay`, `jitter`, `timeout` or `retry_if`";
+const KEYS: &str =
+    "`max_retries`, `base_delay`, `max_delay`, `jitter`, `timeout`, `max_hint` or `retry_if`";
 const NANOS_PER_SEC: f64 = 1e9;
 
 /// One `key = value` as written, before validation.
@@ -46,6 +48,11 @@ impl Errors {
         self.push(syn::Error::new(span, message));
     }
 
+    /// An error underlining all of `tokens`, not only their first token.
+    pub fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
     pub fn finish<T>(self, value: T) -> Result<T, syn::Error> {
         match self.0 {
             Some(error) => Err(error),
@@ -68,6 +75,11 @@ pub fn parse(args: TokenStream, errors: &mut Errors) -> Option<Settings> {
 fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     while !input.is_empty() {
+        if !input.peek(Ident::peek_any) {
+            return Err(input.error(format!(
+                "expected `key = value`, like `max_retries = 3`; the keys are {KEYS}"
+            )));
+        }
         // `parse_any` so a keyword used as a key (`type = 1`) gets the unknown-key message.
         let key = input.call(Ident::parse_any)?;
         let value = if input.peek(Token![=]) {
@@ -93,6 +105,7 @@ struct Given {
     max_delay: Option<(f64, Span)>,
     jitter: Option<f64>,
     timeout: Option<f64>,
+    max_hint: Option<f64>,
     retry_if: Option<Expr>,
 }
 
@@ -103,7 +116,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         let name = key.unraw().to_string();
         if !matches!(
             name.as_str(),
-            "max_retries" | "base_delay" | "max_delay" | "jitter" | "timeout" | "retry_if"
+            "max_retries" | "base_delay" | "max_delay" | "jitter" | "timeout" | "max_hint" | "retry_if"
         ) {
             errors.at(
                 key.span(),
@@ -123,6 +136,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
                 "base_delay" => "base_delay = 1.0",
                 "max_delay" => "max_delay = 30.0",
                 "jitter" => "jitter = 1.0",
+                "max_hint" => "max_hint = 120.0",
                 _ => "timeout = 60.0",
             };
             errors.at(key.span(), format!("`{name}` needs a value: `{example}`"));
@@ -140,6 +154,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
             }
             "jitter" => given.jitter = seconds(&name, &value, Bound::AtLeastZero, errors),
             "timeout" => given.timeout = seconds(&name, &value, Bound::AboveZero, errors),
+            "max_hint" => given.max_hint = seconds(&name, &value, Bound::AtLeastZero, errors),
             _ => given.retry_if = predicate(value, errors),
         }
     }
@@ -178,6 +193,7 @@ fn settle(given: Given, errors: &mut Errors) -> Settings {
         max_delay_nanos: nanos(max),
         jitter_nanos: nanos(given.jitter.unwrap_or(1.0)),
         timeout_nanos: given.timeout.map_or(0, nanos),
+        max_hint_nanos: nanos(given.max_hint.unwrap_or(120.0)),
         retry_if: given.retry_if,
     }
 }
@@ -197,7 +213,7 @@ fn attempts(value: &Expr, errors: &mut Errors) -> Option<u32> {
             other.describe()
         ),
     };
-    errors.at(value.span(), message);
+    errors.spanned(value, message);
     None
 }
 
@@ -216,12 +232,12 @@ fn seconds(name: &str, value: &Expr, bound: Bound, errors: &mut Errors) -> Optio
                 Bound::AtLeastZero => "zero or more",
                 Bound::AboveZero => "above zero",
             };
-            errors.at(value.span(), format!("`{name}` must be {rule} seconds"));
+            errors.spanned(value, format!("`{name}` must be {rule} seconds"));
             return None;
         }
         other => {
-            errors.at(
-                value.span(),
+            errors.spanned(
+                value,
                 format!(
                     "`{name}` expects seconds as a number literal, like `{name} = 1.5` or `{name} = 2`, found {}",
                     other.describe()
@@ -245,7 +261,7 @@ fn seconds(name: &str, value: &Expr, bound: Bound, errors: &mut Errors) -> Optio
         return None;
     }
     if matches!(bound, Bound::AboveZero) && nanos(secs) == 0 {
-        errors.at(value.span(), format!("`{name}` must be above zero seconds"));
+        errors.spanned(value, format!("`{name}` must be above zero seconds"));
         return None;
     }
     Some(secs)
@@ -260,8 +276,8 @@ fn predicate(value: Expr, errors: &mut Errors) -> Option<Expr> {
     match value {
         Expr::Path(_) | Expr::Closure(_) => Some(value),
         other => {
-            errors.at(
-                other.span(),
+            errors.spanned(
+                &other,
                 "`retry_if` expects a function path or a closure taking `&E`, like `retry_if = is_transient` or `retry_if = |e: &MyError| e.is_transient()`",
             );
             None

@@ -59,31 +59,39 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     }
 
     // Misuse of the return type is reported on the return type, through the runtime's
-    // `RetryResult` trait, so that aliases like `io::Result<T>` pass.
+    // `RetryResult` trait, so that aliases like `io::Result<T>` pass; misuse of the error
+    // type (no `Display`, no `From<MediaProcessingError>`) on the `E` of `Result<T, E>`.
     let ret_span = match &sig.output {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => sig.ident.span(),
     };
+    let err_span = match &sig.output {
+        ReturnType::Type(_, ty) => error_type_span(ty).unwrap_or(ret_span),
+        ReturnType::Default => ret_span,
+    };
     // Locals of the expansion resolve at `mixed_site`, so a parameter or a body local with
     // the same name can neither see nor shadow them. They sit at the return type because the
-    // type errors they can meet (not a `Result`, an error type without `Display` or
-    // `From<MediaProcessingError>`) are about it.
+    // type errors they can meet are about it.
     let local =
         |name: &str| format_ident!("{}", name, span = Span::mixed_site().located_at(ret_span));
     let attempts = local("__resilience_attempts");
     let attempt = local("__resilience_attempt");
     let outcome = local("__resilience_outcome");
     let error = local("__resilience_error");
+    let text = local("__resilience_text");
     let done = local("__resilience_done");
     let delay = local("__resilience_delay");
     let reason = local("__resilience_reason");
     let passed = local("__resilience_passed");
+    let classified = local("__resilience_classified");
+    let exhausted = local("__resilience_exhausted");
 
     let rt = quote!(::resilience::__private);
-    // The same path with the return type's span: the calls that check the return and error
-    // types are built from it, so their errors land on the return type.
+    // The same path with the return or error type's span: calls built from it report their
+    // trait errors there.
     let rt_ret = quote_spanned!(ret_span=> ::resilience::__private);
-    let display = quote_spanned!(ret_span=> &#error);
+    let rt_err = quote_spanned!(err_span=> ::resilience::__private);
+    let error_at_err = format_ident!("__resilience_error", span = Span::mixed_site().located_at(err_span));
 
     let name = sig.ident.to_string();
     let name = name.strip_prefix("r#").unwrap_or(&name);
@@ -93,30 +101,41 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         max_delay_nanos,
         jitter_nanos,
         timeout_nanos,
+        max_hint_nanos,
         retry_if,
     } = settings;
 
-    let classified = {
-        let builtin = quote_spanned!(ret_span=> {
-            #[allow(unused_imports)]
-            use #rt_ret::{ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _};
-            (&&&#rt_ret::Probe(&#error)).__resilience_classify()
-        });
-        match retry_if {
-            None => builtin,
-            Some(predicate) => quote_spanned!(predicate.span()=>
-                #rt::Classified::by(#rt::Rule::Predicate, #rt::ask(#predicate, &#error))
-                    .unwrap_or_else(|| #builtin)
-            ),
+    let builtin = quote_spanned!(ret_span=> {
+        #[allow(unused_imports)]
+        use #rt_ret::{ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _};
+        (&&&#rt_ret::Probe(&#error, &#text)).__resilience_classify()
+    });
+    let classify = match retry_if {
+        None => builtin,
+        Some(predicate) => {
+            // Errors about the predicate's signature belong on the predicate.
+            let span = predicate.span();
+            let error = format_ident!("__resilience_error", span = Span::mixed_site().located_at(span));
+            quote_spanned!(span=> ::resilience::__private::ask(#predicate, &#error, || #builtin))
         }
     };
-    let give_up = quote_spanned!(ret_span=> {
-        #[allow(unused_imports)]
-        use #rt_ret::{GiveUpKeepingError as _, GiveUpKeepingText as _};
-        let __resilience_give_up =
-            (&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason);
-        return #rt_ret::fail(#rt_ret::give_up_as(__resilience_give_up));
-    });
+    let fail = |value: TokenStream| quote_spanned!(ret_span=> return #rt_ret::fail(#value));
+    let give_up = {
+        let fail = fail(quote_spanned!(err_span=> #rt_err::give_up_as(#exhausted)));
+        quote_spanned!(ret_span=> {
+            #[allow(unused_imports)]
+            use #rt_ret::{GiveUpKeepingError as _, GiveUpKeepingText as _};
+            let #exhausted =
+                (&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason, #text);
+            #fail;
+        })
+    };
+    let return_error = fail(quote!(#error));
+    let error_text = quote_spanned!(err_span=> #rt_err::error_text(&#error_at_err));
+    let return_done = quote_spanned!(ret_span=> return #done);
+    let deadline_passed = fail(quote_spanned!(err_span=>
+        #rt_err::give_up_as(#attempts.deadline_passed(#passed))
+    ));
     let attempt_body = quote!({
         #(#rebinds)*
         { #(#body)* }
@@ -129,7 +148,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
             quote!(match #rt::until_deadline(#attempts.deadline(), async #attempt_body).await {
                 ::core::result::Result::Ok(#outcome) => #outcome,
                 ::core::result::Result::Err(#passed) => {
-                    return #rt_ret::fail(#rt_ret::give_up_as(#attempts.deadline_passed(#passed)));
+                    #deadline_passed;
                 }
             })
         };
@@ -162,6 +181,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
             #(#inner_attrs)*
             const __RESILIENCE_POLICY: #rt::RetryPolicy = #rt::RetryPolicy::__from_validated(
                 #max_retries, #base_delay_nanos, #max_delay_nanos, #jitter_nanos, #timeout_nanos,
+                #max_hint_nanos,
             );
             let mut #attempts = #rt::Attempts::start(&__RESILIENCE_POLICY, #name, #now);
             #define_attempt
@@ -172,13 +192,14 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
                 let #delay = match #rt_ret::split(#outcome) {
                     ::core::result::Result::Ok(#done) => {
                         #attempts.succeeded();
-                        return #done;
+                        #return_done;
                     }
                     ::core::result::Result::Err(#error) => {
-                        let __resilience_classified = #classified;
-                        match #attempts.after_failure(__resilience_classified, #display, #now) {
+                        let #text = #error_text;
+                        let #classified = #classify;
+                        match #attempts.after_failure(#classified, &#text, #now) {
                             #rt::Next::Retry(#delay) => #delay,
-                            #rt::Next::Return => return #rt_ret::fail(#error),
+                            #rt::Next::Return => #return_error,
                             #rt::Next::GiveUp(#reason) => #give_up,
                         }
                     }
@@ -186,5 +207,19 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
                 #sleep
             }
         }
+    }
+}
+
+/// The span of `E` in a return type written `Result<T, E>` (or any `Path<.., E>` alias).
+fn error_type_span(ty: &syn::Type) -> Option<Span> {
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    match args.args.iter().filter(|a| matches!(a, syn::GenericArgument::Type(_))).nth(1)? {
+        syn::GenericArgument::Type(e) => Some(e.span()),
+        _ => None,
     }
 }

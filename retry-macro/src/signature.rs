@@ -92,15 +92,15 @@ pub fn check(item: &RetryFn, errors: &mut Errors) {
     }
     for attr in &item.attrs {
         if attr.path().is_ident("track_caller") {
-            errors.at(
-                attr.span(),
+            errors.spanned(
+                attr,
                 "`#[retry_with_backoff]` cannot be combined with `#[track_caller]`: each attempt runs in its own closure, where the caller's location is lost; remove one of the two",
             );
         }
     }
     if item.body.is_none() {
-        errors.at(
-            sig.span(),
+        errors.spanned(
+            sig,
             "`#[retry_with_backoff]` needs a function body to retry; put it on the implementations, or give this trait method a default body",
         );
     }
@@ -109,14 +109,14 @@ pub fn check(item: &RetryFn, errors: &mut Errors) {
             sig.paren_token.span.close(),
             "`#[retry_with_backoff]` needs a function that returns a `Result`: add `-> Result<T, E>`",
         ),
-        ReturnType::Type(_, ty) if sig.asyncness.is_none() && is_future(ty) => errors.at(
-            ty.span(),
+        ReturnType::Type(_, ty) if sig.asyncness.is_none() && is_future(ty) => errors.spanned(
+            ty,
             "`#[retry_with_backoff]` would retry only the creation of this future, not its result; write the function as `async fn` (for a trait, native `async fn` in traits works; a method already rewritten by `#[async_trait]` cannot be retried from inside: put `#[retry_with_backoff]` on an `async fn` it calls)",
         ),
         ReturnType::Type(_, ty) => {
             if let Some(found) = never_a_result(ty) {
-                errors.at(
-                    ty.span(),
+                errors.spanned(
+                    ty,
                     format!("`#[retry_with_backoff]` needs a function that returns a `Result`, not {found}: a retry decides from the error whether to try again, so return `Result<T, E>`"),
                 );
             }
@@ -268,12 +268,16 @@ pub fn params(sig: &Signature) -> Params {
 fn receiver_rebind(receiver: &mut syn::Receiver) -> TokenStream {
     let alias = self_alias(Span::call_site());
     let this = &receiver.self_token;
+    let no_clone = receiver.attrs.iter().any(is_no_clone);
+    receiver.attrs.retain(|a| !is_no_clone(a));
     match &*receiver.ty {
         Type::Reference(r) if r.mutability.is_some() => quote!(let #alias = &mut *#this;),
         Type::Reference(_) => quote!(let #alias = #this;),
+        // The body only borrows the receiver: each attempt borrows it again.
+        _ if no_clone => quote!(let #alias = &#this;),
         _ => {
             let mutability = receiver.mutability.take();
-            quote_spanned!(receiver.ty.span()=>
+            quote_spanned!(this.span=>
                 let #mutability #alias = ::resilience::__private::fresh(&#this);
             )
         }

@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::fmt::Display;
+use std::time::Duration;
 
 pub use crate::attempts::{Attempts, Next};
 pub use crate::classify::{Classified, Rule, Verdict};
@@ -17,7 +18,7 @@ pub use crate::policy::RetryPolicy;
 pub use crate::sleep::{now_async, sleep_async, until_deadline};
 pub use crate::sleep::{now_current, sleep_current};
 
-use crate::classify::{Classify, classify_chain, classify_display};
+use crate::classify::{Classify, classify_chain, classify_message};
 use crate::error::{BoxError, GiveUpReason};
 
 /// Implemented by `Result<T, E>` only, so that aliases such as `io::Result<T>` pass and
@@ -90,6 +91,31 @@ pub fn give_up_as<E: FromGiveUp>(error: MediaProcessingError) -> E {
     E::from_give_up(error)
 }
 
+/// The one requirement on the error type besides `From<MediaProcessingError>`: its text
+/// goes into the log lines and the give-up error.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` must implement `Display`: `#[retry_with_backoff]` logs its text and keeps it in `MediaProcessingError`",
+    label = "this error type has no `Display`",
+    note = "implement `std::fmt::Display` (`#[derive(thiserror::Error)]` with `#[error(\"...\")]` does), or return `anyhow::Error` or `std::io::Error`"
+)]
+pub trait ErrorText {
+    /// The text, credentials redacted.
+    fn error_text(&self) -> String;
+}
+
+impl<E: Display + ?Sized> ErrorText for E {
+    #[inline]
+    fn error_text(&self) -> String {
+        crate::redact::error_text(&self)
+    }
+}
+
+/// The failed attempt's error text, credentials redacted.
+#[cold]
+pub fn error_text<E: ErrorText + ?Sized>(error: &E) -> String {
+    error.error_text()
+}
+
 /// Gives every attempt its own copy of a by-value argument.
 #[diagnostic::on_unimplemented(
     message = "`#[retry_with_backoff]` gives each attempt its own copy of this argument, but `{Self}` is not `Clone`",
@@ -114,15 +140,46 @@ pub fn fresh<T: FreshArg>(value: &T) -> T {
     value.fresh()
 }
 
-/// Asks a `retry_if` predicate; it may answer with `bool` or a [`Verdict`].
-#[inline]
-pub fn ask<E: ?Sized, V: Into<Verdict>>(predicate: impl FnOnce(&E) -> V, error: &E) -> Verdict {
-    predicate(error).into()
+/// What a `retry_if` predicate may answer.
+#[diagnostic::on_unimplemented(
+    message = "`retry_if` must answer `bool` or `resilience::Verdict`, not `{Self}`",
+    label = "this predicate's answer is `{Self}`",
+    note = "`true` retries, `false` returns the error at once; `Verdict::Unknown` leaves it to the built-in rules"
+)]
+pub trait IntoVerdict {
+    /// The answer as a verdict.
+    fn into_verdict(self) -> Verdict;
 }
 
-/// Wraps a reference to the error so that method lookup picks the most specific rule set;
-/// see the `Classify*` traits below. Call as `(&&&Probe(&error)).__resilience_classify()`.
-pub struct Probe<'a, E: ?Sized>(pub &'a E);
+impl IntoVerdict for bool {
+    fn into_verdict(self) -> Verdict {
+        Verdict::from(self)
+    }
+}
+
+impl IntoVerdict for Verdict {
+    fn into_verdict(self) -> Verdict {
+        self
+    }
+}
+
+/// Asks a `retry_if` predicate. Its verdict decides; its `Unknown` leaves the decision to
+/// `builtin`, whose server hint is kept either way (the wait still honours `Retry-After`).
+#[inline]
+pub fn ask<E: ?Sized, V: IntoVerdict>(
+    predicate: impl FnOnce(&E) -> V,
+    error: &E,
+    builtin: impl FnOnce() -> Classified,
+) -> Classified {
+    let builtin = builtin();
+    Classified::by(Rule::Predicate, predicate(error).into_verdict())
+        .map_or(builtin, |own| own.with_retry_after(builtin.retry_after))
+}
+
+/// Wraps a reference to the error and its text so that method lookup picks the most
+/// specific rule set; see the `Classify*` traits below. Call as
+/// `(&&&Probe(&error, &text)).__resilience_classify()`.
+pub struct Probe<'a, E: ?Sized>(pub &'a E, pub &'a str);
 
 /// Most specific: the error type implements [`Classify`].
 pub trait ClassifyByType {
@@ -150,21 +207,21 @@ impl<E: std::error::Error + 'static> ClassifyByChain for &Probe<'_, E> {
     }
 }
 
-/// Last: only `Display`: the text rule.
+/// Last, for any type: the server's words and the text rule, on the error's text.
 pub trait ClassifyByText {
-    /// The text rule.
+    /// The rules that need only the text.
     fn __resilience_classify(&self) -> Classified;
 }
 
-impl<E: Display + ?Sized> ClassifyByText for Probe<'_, E> {
+impl<E: ?Sized> ClassifyByText for Probe<'_, E> {
     #[inline]
     fn __resilience_classify(&self) -> Classified {
-        classify_display(&self.0)
+        classify_message(self.1)
     }
 }
 
 /// Holds the last error while the give-up error is built, so that a probe can take it out
-/// by value. Call as `(&&Keep::new(error)).__resilience_give_up(&attempts, reason)`.
+/// by value. Call as `(&&Keep::new(error)).__resilience_give_up(&attempts, reason, text)`.
 pub struct Keep<E>(Cell<Option<E>>);
 
 impl<E> Keep<E> {
@@ -182,38 +239,42 @@ pub trait GiveUpKeepingError {
         &self,
         attempts: &Attempts<'_>,
         reason: GiveUpReason,
+        text: String,
     ) -> MediaProcessingError;
 }
 
-impl<E: Display + Into<BoxError>> GiveUpKeepingError for &Keep<E> {
+impl<E: Into<BoxError>> GiveUpKeepingError for &Keep<E> {
     fn __resilience_give_up(
         &self,
         attempts: &Attempts<'_>,
         reason: GiveUpReason,
+        text: String,
     ) -> MediaProcessingError {
-        let error = self.0.take();
-        let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
-        attempts.give_up(reason, message, error.map(Into::into))
+        attempts.give_up(reason, text, self.0.take().map(Into::into))
     }
 }
 
-/// Any other error: keep its text.
+/// Any other error (not `Send`, `Sync` or `'static`): keep its text.
 pub trait GiveUpKeepingText {
     /// The give-up error with the last error's text inside.
     fn __resilience_give_up(
         &self,
         attempts: &Attempts<'_>,
         reason: GiveUpReason,
+        text: String,
     ) -> MediaProcessingError;
 }
 
-impl<E: Display> GiveUpKeepingText for Keep<E> {
+impl<E> GiveUpKeepingText for Keep<E> {
     fn __resilience_give_up(
         &self,
         attempts: &Attempts<'_>,
         reason: GiveUpReason,
+        text: String,
     ) -> MediaProcessingError {
-        let message = self.0.take().map(|e| e.to_string()).unwrap_or_default();
-        attempts.give_up(reason, message, None)
+        attempts.give_up(reason, text, None)
     }
 }
+
+/// Keeps `Duration` nameable for the expansion without a `use`.
+pub type Seconds = Duration;

@@ -5,7 +5,6 @@
 //! every decision lives here once. The success path is one comparison: the first attempt
 //! reads no clock (unless `timeout` is set), allocates nothing and emits no event.
 
-use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use crate::backoff::delay_before;
@@ -37,6 +36,8 @@ pub struct Attempts<'p> {
     function: &'static str,
     attempt: u32,
     deadline: Option<Instant>,
+    /// The server's hint in the last failure, kept for the give-up error.
+    retry_after: Option<Duration>,
 }
 
 impl<'p> Attempts<'p> {
@@ -56,6 +57,7 @@ impl<'p> Attempts<'p> {
             function,
             attempt: 1,
             deadline,
+            retry_after: None,
         }
     }
 
@@ -79,43 +81,51 @@ impl<'p> Attempts<'p> {
         }
     }
 
-    /// Decides what follows a failed attempt and logs the decision. `now` is read only when
-    /// the policy has a `timeout`: no wait starts that would end past the deadline.
+    /// Decides what follows a failed attempt and logs the decision. `error` is the error's
+    /// text, already redacted ([`error_text`](crate::redact::error_text)).
+    ///
+    /// The wait is the backoff delay, or the server's hint when that is longer (SPEC section
+    /// 8); a hint above `max_hint` gives up at once. `now` is read only when the policy has a
+    /// `timeout`: no wait starts that would end past the deadline.
     pub fn after_failure(
         &mut self,
         classified: Classified,
-        error: &dyn Display,
+        error: &str,
         now: impl FnOnce() -> Instant,
     ) -> Next {
         let max_retries = self.policy.max_retries();
+        self.retry_after = classified.retry_after;
         if !classified.is_retryable() {
-            log::not_retryable(
-                self.function,
-                self.attempt,
-                max_retries,
-                error,
-                classified.rule,
-            );
+            log::not_retryable(self.function, self.attempt, max_retries, error, classified.rule);
             return Next::Return;
         }
         if self.attempt >= max_retries {
             return self.stop(error, GiveUpReason::AttemptsExhausted);
         }
-        let delay = delay_before(self.policy, self.attempt, &mut rand::rng());
+        let mut wait = delay_before(self.policy, self.attempt, &mut rand::rng());
+        if let Some(hint) = classified.retry_after {
+            let max_hint = self.policy.max_hint();
+            if hint > max_hint {
+                let reason = GiveUpReason::HintAboveCap {
+                    retry_after: hint,
+                    max_hint,
+                };
+                return self.stop(error, reason);
+            }
+            wait = wait.max(hint);
+        }
         if let (Some(deadline), Some(timeout)) = (self.deadline, self.policy.timeout()) {
-            let wakes_in_time = now()
-                .checked_add(delay)
-                .is_some_and(|wake| wake <= deadline);
+            let wakes_in_time = now().checked_add(wait).is_some_and(|wake| wake <= deadline);
             if !wakes_in_time {
                 return self.stop(error, GiveUpReason::DeadlineExceeded { timeout });
             }
         }
-        log::retrying(self.function, self.attempt, max_retries, error, delay);
+        log::retrying(self.function, self.attempt, max_retries, error, wait);
         self.attempt += 1;
-        Next::Retry(delay)
+        Next::Retry(wait)
     }
 
-    fn stop(&self, error: &dyn Display, reason: GiveUpReason) -> Next {
+    fn stop(&self, error: &str, reason: GiveUpReason) -> Next {
         log::gave_up(
             self.function,
             self.attempt,
@@ -127,7 +137,8 @@ impl<'p> Attempts<'p> {
     }
 
     /// The error to return after [`Next::GiveUp`]: `message` is the last error's text and
-    /// `last_error` the error itself when its type can be kept.
+    /// `last_error` the error itself when its type can be kept. It carries the server's last
+    /// hint, so the caller can store "retry after X" with the failed task.
     pub fn give_up(
         &self,
         reason: GiveUpReason,
@@ -135,6 +146,7 @@ impl<'p> Attempts<'p> {
         last_error: Option<BoxError>,
     ) -> MediaProcessingError {
         MediaProcessingError::new(self.attempt, reason, message, last_error)
+            .with_retry_after(self.retry_after)
     }
 
     /// The error to return when the `timeout` ran out during an attempt; logs the give-up.
@@ -144,8 +156,9 @@ impl<'p> Attempts<'p> {
         let timeout = self.policy.timeout().unwrap_or_default();
         let last = DeadlineExceeded { timeout };
         let reason = GiveUpReason::DeadlineExceeded { timeout };
-        let _ = self.stop(&last, reason);
-        self.give_up(reason, last.to_string(), Some(Box::new(last)))
+        let message = last.to_string();
+        let _ = self.stop(&message, reason);
+        self.give_up(reason, message, Some(Box::new(last)))
     }
 }
 
@@ -157,7 +170,12 @@ mod tests {
     const RETRYABLE: Classified = Classified {
         verdict: Verdict::Retryable,
         rule: Rule::Text,
+        retry_after: None,
     };
+
+    fn hinted(secs: u64) -> Classified {
+        RETRYABLE.with_retry_after(Some(Duration::from_secs(secs)))
+    }
 
     fn policy(max: u32) -> RetryPolicy {
         RetryPolicy::builder()
@@ -175,16 +193,16 @@ mod tests {
         assert_eq!(a.attempt(), 1);
         let now = || -> Instant { unreachable!("no timeout, no clock") };
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", now),
+            a.after_failure(RETRYABLE, "503", now),
             Next::Retry(Duration::from_millis(200))
         );
         assert_eq!(a.attempt(), 2);
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", now),
+            a.after_failure(RETRYABLE, "503", now),
             Next::Retry(Duration::from_millis(400))
         );
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", now),
+            a.after_failure(RETRYABLE, "503", now),
             Next::GiveUp(GiveUpReason::AttemptsExhausted)
         );
         assert_eq!(a.attempt(), 3);
@@ -197,7 +215,7 @@ mod tests {
         let p = policy(5);
         let mut a = Attempts::start(&p, "f", Instant::now);
         assert_eq!(
-            a.after_failure(Classified::NOT_RETRYABLE, &"400", Instant::now),
+            a.after_failure(Classified::NOT_RETRYABLE, "400", Instant::now),
             Next::Return
         );
         assert_eq!(a.attempt(), 1);
@@ -208,7 +226,7 @@ mod tests {
         let p = policy(1);
         let mut a = Attempts::start(&p, "f", Instant::now);
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", Instant::now),
+            a.after_failure(RETRYABLE, "503", Instant::now),
             Next::GiveUp(GiveUpReason::AttemptsExhausted)
         );
     }
@@ -226,12 +244,12 @@ mod tests {
         assert_eq!(a.deadline(), Some(t0 + Duration::from_secs(5)));
         // 2 s wait from t0 + 1 s ends at 3 s: in time.
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", || t0 + Duration::from_secs(1)),
+            a.after_failure(RETRYABLE, "503", || t0 + Duration::from_secs(1)),
             Next::Retry(Duration::from_secs(2))
         );
         // 4 s wait from t0 + 3.5 s would end at 7.5 s: give up now.
         assert_eq!(
-            a.after_failure(RETRYABLE, &"503", || t0 + Duration::from_millis(3500)),
+            a.after_failure(RETRYABLE, "503", || t0 + Duration::from_millis(3500)),
             Next::GiveUp(GiveUpReason::DeadlineExceeded {
                 timeout: Duration::from_secs(5)
             })
@@ -254,6 +272,61 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_is_the_longer_of_backoff_and_hint() {
+        let p = policy(5);
+        let mut a = Attempts::start(&p, "f", Instant::now);
+        assert_eq!(
+            a.after_failure(hinted(53), "429", Instant::now),
+            Next::Retry(Duration::from_secs(53))
+        );
+        // A hint shorter than the backoff does not shorten it.
+        let mut a = Attempts::start(&p, "f", Instant::now);
+        assert_eq!(
+            a.after_failure(RETRYABLE.with_retry_after(Some(Duration::ZERO)), "429", Instant::now),
+            Next::Retry(Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn a_hint_above_the_cap_gives_up_at_once_and_is_kept() {
+        let p = RetryPolicy::builder()
+            .max_hint(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut a = Attempts::start(&p, "f", Instant::now);
+        let next = a.after_failure(hinted(61), "429", Instant::now);
+        let reason = GiveUpReason::HintAboveCap {
+            retry_after: Duration::from_secs(61),
+            max_hint: Duration::from_secs(60),
+        };
+        assert_eq!(next, Next::GiveUp(reason));
+        let e = a.give_up(reason, "429".into(), None);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(61)));
+        assert_eq!(e.attempts(), 1);
+    }
+
+    #[test]
+    fn a_hint_counts_against_the_timeout() {
+        let p = RetryPolicy::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let mut a = Attempts::start(&p, "f", || t0);
+        assert_eq!(
+            a.after_failure(hinted(40), "429", || t0),
+            Next::GiveUp(GiveUpReason::DeadlineExceeded {
+                timeout: Duration::from_secs(30)
+            })
+        );
+        assert_eq!(
+            a.give_up(GiveUpReason::AttemptsExhausted, "429".into(), None)
+                .retry_after(),
+            Some(Duration::from_secs(40))
+        );
+    }
+
+    #[test]
     fn huge_attempt_counts_and_waits_do_not_overflow() {
         let p = RetryPolicy::builder()
             .max_retries(u32::MAX)
@@ -264,7 +337,7 @@ mod tests {
             .unwrap();
         let mut a = Attempts::start(&p, "f", Instant::now);
         // The deadline saturates to "none representable"; the wait cannot end in time.
-        let next = a.after_failure(RETRYABLE, &"503", Instant::now);
+        let next = a.after_failure(RETRYABLE, "503", Instant::now);
         assert!(matches!(next, Next::Retry(_) | Next::GiveUp(_)));
     }
 }

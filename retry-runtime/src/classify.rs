@@ -2,8 +2,10 @@
 //!
 //! The first rule that knows decides (SPEC section 3):
 //! 1. the function's own predicate (`retry_if`), when it names one;
-//! 2. the type: an [`io::Error`]'s kind, or an error type's own [`Classify`] answer;
-//! 3. the text: the message of the error, or of any error in its `source()` chain, holds
+//! 2. the server's own words ([`hint`](crate::hint)): a per-day quota is not retried;
+//! 3. the type: an [`io::Error`]'s kind, an HTTP status, or an error type's own [`Classify`]
+//!    answer;
+//! 4. the text: the message of the error, or of any error in its `source()` chain, holds
 //!    `429`, `503`, `500` (as whole numbers), `timeout`, `timed out`, `connection`, `reset` or
 //!    `refused`, case-insensitive.
 //!
@@ -12,6 +14,9 @@
 use std::error::Error;
 use std::fmt;
 use std::io;
+use std::time::Duration;
+
+use crate::hint::{ServerWords, read_text};
 
 /// One rule's answer about one error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,11 +85,19 @@ pub trait Classify {
     /// Whether another attempt may succeed.
     fn classify(&self) -> Verdict;
 
+    /// How long the server asked to wait before the next attempt, if the error knows
+    /// (SPEC section 8). The wait is then at least this long.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+
     /// The answer with the rule that gave it, for the log. The built-in implementations
     /// name the rule of the chain that decided; others are credited to the error type.
     #[doc(hidden)]
     fn classified(&self) -> Classified {
-        Classified::by(Rule::ErrorType, self.classify()).unwrap_or(Classified::NOT_RETRYABLE)
+        Classified::by(Rule::ErrorType, self.classify())
+            .unwrap_or(Classified::NOT_RETRYABLE)
+            .with_retry_after(self.retry_after())
     }
 }
 
@@ -93,6 +106,8 @@ pub trait Classify {
 pub enum Rule {
     /// The function's `retry_if` predicate.
     Predicate,
+    /// What the server said: a per-day quota.
+    ServerWords,
     /// The error type's own [`Classify`] implementation.
     ErrorType,
     /// A typed error in the chain, such as an [`io::Error`]'s kind.
@@ -107,6 +122,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Rule::Predicate => "decided by `retry_if`",
+            Rule::ServerWords => "the server names a per-day quota",
             Rule::ErrorType => "decided by the error type's `Classify`",
             Rule::Typed => "decided by the error's type",
             Rule::Text => "decided by the error's text",
@@ -115,13 +131,15 @@ impl fmt::Display for Rule {
     }
 }
 
-/// A final answer: retryable or not, and the rule that said so.
+/// A final answer: retryable or not, the rule that said so, and the server's delay hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Classified {
     /// [`Verdict::Retryable`] or [`Verdict::NotRetryable`], never `Unknown`.
     pub verdict: Verdict,
     /// The rule that decided.
     pub rule: Rule,
+    /// How long the server asked to wait, if it said.
+    pub retry_after: Option<Duration>,
 }
 
 impl Classified {
@@ -130,7 +148,11 @@ impl Classified {
     pub fn by(rule: Rule, verdict: Verdict) -> Option<Self> {
         match verdict {
             Verdict::Unknown => None,
-            verdict => Some(Self { verdict, rule }),
+            verdict => Some(Self {
+                verdict,
+                rule,
+                retry_after: None,
+            }),
         }
     }
 
@@ -138,7 +160,17 @@ impl Classified {
     pub const NOT_RETRYABLE: Self = Self {
         verdict: Verdict::NotRetryable,
         rule: Rule::NoRule,
+        retry_after: None,
     };
+
+    /// The same answer, with the server's delay hint.
+    #[inline]
+    pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
+        Self {
+            retry_after,
+            ..self
+        }
+    }
 
     /// Whether the error is worth another attempt.
     #[inline]
@@ -204,13 +236,38 @@ fn contains_whole_number(text: &str, code: &str) -> bool {
     })
 }
 
+/// The typed rule for HTTP statuses: 408, 429, 500, 502, 503 and 504 are retryable, any
+/// other 4xx or 5xx is not, anything else is not an error status this rule knows.
+pub fn classify_status(status: u16) -> Verdict {
+    match status {
+        408 | 429 | 500 | 502 | 503 | 504 => Verdict::Retryable,
+        400..=599 => Verdict::NotRetryable,
+        _ => Verdict::Unknown,
+    }
+}
+
 /// The typed rule for one link of a chain: the kinds of error whose type alone says whether
 /// a retry may help.
 pub fn classify_typed(link: &(dyn Error + 'static)) -> Verdict {
     if let Some(io) = link.downcast_ref::<io::Error>() {
         return classify_io_kind(io.kind());
     }
+    if let Some(http) = link.downcast_ref::<crate::http::HttpError>() {
+        return classify_status(http.status());
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(error) = link.downcast_ref::<reqwest::Error>() {
+        return crate::http::classify_reqwest(error);
+    }
     Verdict::Unknown
+}
+
+/// The server's words in one link: from the fields of a typed HTTP error, else its text.
+fn server_words(link: &(dyn Error + 'static), text: &str) -> ServerWords {
+    match link.downcast_ref::<crate::http::HttpError>() {
+        Some(http) => http.server_words(),
+        None => read_text(text),
+    }
 }
 
 /// The built-in rules on a whole error chain: first any typed answer along the chain, then
@@ -220,17 +277,40 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Verdict {
     classify_chain(error).verdict
 }
 
-/// [`classify_error`] with the rule that decided.
+/// [`classify_error`] with the rule that decided and the server's delay hint.
 pub fn classify_chain(error: &(dyn Error + 'static)) -> Classified {
-    chain(error)
-        .find_map(|link| Classified::by(Rule::Typed, classify_typed(link)))
-        .or_else(|| chain(error).find_map(|link| text_rule(&link.to_string())))
-        .unwrap_or(Classified::NOT_RETRYABLE)
+    // Each link's text is needed by two rules; format it once (this is the failure path).
+    let links: Vec<(&(dyn Error + 'static), String)> =
+        chain(error).map(|link| (link, link.to_string())).collect();
+    let words = links
+        .iter()
+        .map(|(link, text)| server_words(*link, text))
+        .fold(ServerWords::default(), ServerWords::or);
+    decide(words, || {
+        links
+            .iter()
+            .find_map(|(link, _)| Classified::by(Rule::Typed, classify_typed(*link)))
+            .or_else(|| links.iter().find_map(|(_, text)| text_rule(text)))
+    })
 }
 
-/// The text rule alone, for error types that have only `Display`.
-pub fn classify_display(error: &dyn fmt::Display) -> Classified {
-    text_rule(&error.to_string()).unwrap_or(Classified::NOT_RETRYABLE)
+/// The rules that need only an error's text: the server's words and the text rule.
+pub fn classify_message(text: &str) -> Classified {
+    decide(read_text(text), || text_rule(text))
+}
+
+/// The server's words come first; then `rules`; then "not retryable".
+fn decide(words: ServerWords, rules: impl FnOnce() -> Option<Classified>) -> Classified {
+    let classified = if words.per_day_quota {
+        Classified {
+            verdict: Verdict::NotRetryable,
+            rule: Rule::ServerWords,
+            retry_after: None,
+        }
+    } else {
+        rules().unwrap_or(Classified::NOT_RETRYABLE)
+    };
+    classified.with_retry_after(words.retry_after)
 }
 
 fn text_rule(text: &str) -> Option<Classified> {
@@ -416,7 +496,8 @@ mod tests {
             classify_chain(&e),
             Classified {
                 verdict: Verdict::NotRetryable,
-                rule: Rule::Typed
+                rule: Rule::Typed,
+                retry_after: None,
             }
         );
         // The text says nothing, the kind says retry.
@@ -432,7 +513,8 @@ mod tests {
             classify_chain(&e),
             Classified {
                 verdict: Verdict::Retryable,
-                rule: Rule::Text
+                rule: Rule::Text,
+                retry_after: None,
             }
         );
         assert_eq!(
@@ -492,6 +574,53 @@ mod tests {
             Verdict::NotRetryable.or_else(|| Verdict::Retryable),
             Verdict::NotRetryable
         );
+    }
+
+    #[test]
+    fn http_statuses_follow_the_spec() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(classify_status(code), Verdict::Retryable, "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 501, 505, 599] {
+            assert_eq!(classify_status(code), Verdict::NotRetryable, "{code}");
+        }
+        for code in [200, 204, 301, 304, 600, 0] {
+            assert_eq!(classify_status(code), Verdict::Unknown, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_per_day_quota_is_not_retried_whatever_the_text_says() {
+        let e = Wrapped {
+            message: r#"429 RESOURCE_EXHAUSTED: Your quota will reset after 12h34m16s. {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}"#,
+            source: None,
+        };
+        let c = classify_chain(&e);
+        assert_eq!(c.verdict, Verdict::NotRetryable);
+        assert_eq!(c.rule, Rule::ServerWords);
+        assert_eq!(
+            classify_message(e.message).rule,
+            Rule::ServerWords,
+            "the text-only path sees it too"
+        );
+    }
+
+    #[test]
+    fn a_retry_delay_in_the_chain_is_carried() {
+        let e = Wrapped {
+            message: "gemini call failed",
+            source: Some(r#"429 {"retryDelay": "53s"}"#.into()),
+        };
+        let c = classify_chain(&e);
+        assert!(c.is_retryable());
+        assert_eq!(c.retry_after, Some(Duration::from_secs(53)));
+    }
+
+    #[test]
+    fn a_400_mentioning_timeout_is_not_retried_when_typed() {
+        let e = crate::http::HttpError::new(400, None, r#"{"error": "field timeout invalid"}"#);
+        assert_eq!(classify_chain(&e).verdict, Verdict::NotRetryable);
+        assert_eq!(classify_chain(&e).rule, Rule::Typed);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `MediaProcessingError`: what a retried call returns once it gives up.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::io;
 use std::time::Duration;
+
+use crate::redact::redact;
 
 /// A boxed error that may cross threads: the form in which the last error is kept.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -19,6 +22,13 @@ pub enum GiveUpReason {
         /// The bound that was set on the whole call.
         timeout: Duration,
     },
+    /// The server asked for a longer wait than the policy's `max_hint` allows.
+    HintAboveCap {
+        /// What the server asked for.
+        retry_after: Duration,
+        /// The longest wait the policy honours.
+        max_hint: Duration,
+    },
 }
 
 impl fmt::Display for GiveUpReason {
@@ -28,6 +38,15 @@ impl fmt::Display for GiveUpReason {
             GiveUpReason::DeadlineExceeded { timeout } => {
                 write!(f, "the timeout of {:.1}s ran out", timeout.as_secs_f64())
             }
+            GiveUpReason::HintAboveCap {
+                retry_after,
+                max_hint,
+            } => write!(
+                f,
+                "the server asked to wait {:.1}s, more than max_hint {:.1}s",
+                retry_after.as_secs_f64(),
+                max_hint.as_secs_f64()
+            ),
         }
     }
 }
@@ -35,9 +54,9 @@ impl fmt::Display for GiveUpReason {
 /// The error of a retried call once it gives up: `Failed after {attempts} retries: {last error}`.
 ///
 /// It keeps everything a caller needs to save the task as `failed` and try it again later:
-/// the number of attempts made, the last error's text, why the call stopped, and the last
-/// error itself as [`source()`](Error::source), so the whole cause chain survives (like
-/// Python's `__cause__`). The function's own error type receives it through `From`:
+/// the number of attempts made, the last error's text (credentials redacted), why the call
+/// stopped, how long the server asked to wait if it said, and the last error itself as
+/// [`source()`](Error::source), so the whole cause chain survives (like Python's `__cause__`). The function's own error type receives it through `From`:
 /// `anyhow::Error`, `Box<dyn Error + Send + Sync>`, `std::io::Error` and `String` do out of
 /// the box; a `thiserror` enum takes it with `#[error(transparent)] Exhausted(#[from] MediaProcessingError)`.
 ///
@@ -57,6 +76,7 @@ pub struct MediaProcessingError {
     attempts: u32,
     message: String,
     reason: GiveUpReason,
+    retry_after: Option<Duration>,
     #[source]
     last_error: BoxError,
 }
@@ -73,21 +93,34 @@ impl MediaProcessingError {
         )
     }
 
-    /// Builds the error from its parts. `message` is the last error's text; `last_error` is
-    /// the error itself when its type can be kept (it must be `Send + Sync + 'static`),
-    /// otherwise the text stands in for it as `source()`.
+    /// Builds the error from its parts. `message` is the last error's text (credentials in
+    /// it are redacted here); `last_error` is the error itself when its type can be kept (it
+    /// must be `Send + Sync + 'static`), otherwise the text stands in for it as `source()`.
     pub fn new(
         attempts: u32,
         reason: GiveUpReason,
         message: String,
         last_error: Option<BoxError>,
     ) -> Self {
+        let message = match redact(&message) {
+            Cow::Borrowed(_) => message,
+            Cow::Owned(redacted) => redacted,
+        };
         let last_error = last_error.unwrap_or_else(|| Box::new(LastErrorText(message.clone())));
         Self {
             attempts,
             message,
             reason,
+            retry_after: None,
             last_error,
+        }
+    }
+
+    /// The same error, carrying the wait the server asked for.
+    pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
+        Self {
+            retry_after,
+            ..self
         }
     }
 
@@ -106,6 +139,12 @@ impl MediaProcessingError {
         self.reason
     }
 
+    /// How long the server asked to wait before trying again (`Retry-After`, Gemini's
+    /// `RetryInfo`), if its last answer said: save it with the failed task.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
     /// The last error, if it is of type `E`.
     pub fn last_error<E: Error + 'static>(&self) -> Option<&E> {
         self.last_error.downcast_ref::<E>()
@@ -122,6 +161,7 @@ impl MediaProcessingError {
             attempts,
             message,
             reason,
+            retry_after,
             last_error,
         } = self;
         match last_error.downcast::<E>() {
@@ -130,6 +170,7 @@ impl MediaProcessingError {
                 attempts,
                 message,
                 reason,
+                retry_after,
                 last_error,
             }),
         }
@@ -248,6 +289,26 @@ mod tests {
         assert!(boxed.downcast_ref::<MediaProcessingError>().is_some());
         let text: String = MediaProcessingError::exhausted(1, "x").into();
         assert_eq!(text, "Failed after 1 retries: x");
+    }
+
+    #[test]
+    fn credentials_never_reach_the_message() {
+        let e = MediaProcessingError::exhausted(
+            2,
+            "error sending request for url (https://g.test/v1?key=AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI)",
+        );
+        assert_eq!(
+            e.to_string(),
+            "Failed after 2 retries: error sending request for url (https://g.test/v1?key=[REDACTED])"
+        );
+    }
+
+    #[test]
+    fn the_hint_travels_with_the_error() {
+        let e = MediaProcessingError::exhausted(1, "429").with_retry_after(Some(Duration::from_secs(53)));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));
+        let e = e.into_last_error::<io::Error>().unwrap_err();
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));
     }
 
     #[test]

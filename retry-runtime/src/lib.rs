@@ -2,9 +2,11 @@
 //! `#[retry_with_backoff]` attribute calls, usable on its own through [`Retry`].
 //!
 //! One concept per module: [`policy`] (the settings), [`backoff`] (the waits),
-//! [`classify`] (retryable or not), [`attempts`] (the state machine a retry loop drives),
-//! [`error`] (`MediaProcessingError`), [`log`] (the `tracing` events) and [`sleep`] (waiting,
-//! and the clock `timeout` is measured on).
+//! [`classify`] (retryable or not), [`hint`] (what the server says about waiting),
+//! [`http`] (HTTP answers as typed errors), [`attempts`] (the state machine a retry loop
+//! drives), [`error`] (`MediaProcessingError`), [`redact`] (credentials out of texts),
+//! [`log`] (the `tracing` events) and [`sleep`] (waiting, and the clock `timeout` is
+//! measured on).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,8 +14,11 @@ pub mod attempts;
 pub mod backoff;
 pub mod classify;
 pub mod error;
+pub mod hint;
+pub mod http;
 pub mod log;
 pub mod policy;
+pub mod redact;
 mod retry;
 pub mod sleep;
 

@@ -1,10 +1,10 @@
 //! The `tracing` events of a retried call (SPEC section 4), all with target `resilience`.
 //!
 //! Every event carries the fields `function`, `attempt`, `max_retries` and `delay_ms`
-//! (0 where no wait follows). Each function is `#[cold]`: none runs when the first attempt
+//! (0 where no wait follows). Error texts arrive here already redacted
+//! ([`error_text`](crate::redact::error_text)). Each function is `#[cold]`: none runs when the first attempt
 //! succeeds, and keeping them out of line keeps the generated loop small.
 
-use std::fmt::Display;
 use std::time::Duration;
 
 use crate::classify::Rule;
@@ -17,7 +17,7 @@ pub fn retrying(
     function: &'static str,
     attempt: u32,
     max_retries: u32,
-    error: &dyn Display,
+    error: &str,
     delay: Duration,
 ) {
     tracing::warn!(
@@ -52,7 +52,7 @@ pub fn gave_up(
     function: &'static str,
     attempt: u32,
     max_retries: u32,
-    error: &dyn Display,
+    error: &str,
     reason: GiveUpReason,
 ) {
     tracing::error!(
@@ -72,7 +72,7 @@ pub fn not_retryable(
     function: &'static str,
     attempt: u32,
     max_retries: u32,
-    error: &dyn Display,
+    error: &str,
     rule: Rule,
 ) {
     tracing::warn!(

@@ -27,6 +27,7 @@ pub struct RetryPolicy {
     max_delay: Duration,
     jitter: Duration,
     timeout: Option<Duration>,
+    max_hint: Duration,
 }
 
 impl RetryPolicy {
@@ -38,6 +39,9 @@ impl RetryPolicy {
     pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
     /// Upper bound of the random spread added to each wait by default: 1 s.
     pub const DEFAULT_JITTER: Duration = Duration::from_secs(1);
+    /// Longest server-requested wait (`Retry-After`, `RetryInfo`) honoured by default: 2 min.
+    /// A longer one fails the call at once, carrying the hint.
+    pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(120);
 
     /// The defaults of the design note: 5 attempts, 1 s base, 30 s cap, up to 1 s jitter,
     /// no bound on the whole call.
@@ -48,6 +52,7 @@ impl RetryPolicy {
             max_delay: Self::DEFAULT_MAX_DELAY,
             jitter: Self::DEFAULT_JITTER,
             timeout: None,
+            max_hint: Self::DEFAULT_MAX_HINT,
         }
     }
 
@@ -69,6 +74,7 @@ impl RetryPolicy {
         max_delay_nanos: u64,
         jitter_nanos: u64,
         timeout_nanos: u64,
+        max_hint_nanos: u64,
     ) -> Self {
         Self {
             max_retries,
@@ -80,6 +86,7 @@ impl RetryPolicy {
             } else {
                 Some(Duration::from_nanos(timeout_nanos))
             },
+            max_hint: Duration::from_nanos(max_hint_nanos),
         }
     }
 
@@ -106,6 +113,12 @@ impl RetryPolicy {
     /// Bound on the whole call, all attempts and waits; `None` when unbounded.
     pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Longest wait a server may ask for (`Retry-After`, Gemini's `RetryInfo`); a longer
+    /// one makes the call give up at once, with the hint in the error.
+    pub const fn max_hint(&self) -> Duration {
+        self.max_hint
     }
 }
 
@@ -150,6 +163,12 @@ impl PolicyBuilder {
     /// Bound on the whole call, all attempts and waits; must be above zero.
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.policy.timeout = Some(timeout);
+        self
+    }
+
+    /// Longest server-requested wait to honour; a longer hint fails the call at once.
+    pub const fn max_hint(mut self, max_hint: Duration) -> Self {
+        self.policy.max_hint = max_hint;
         self
     }
 
@@ -205,6 +224,7 @@ mod tests {
         assert_eq!(p.max_delay(), Duration::from_secs(30));
         assert_eq!(p.jitter(), Duration::from_secs(1));
         assert_eq!(p.timeout(), None);
+        assert_eq!(p.max_hint(), Duration::from_secs(120));
     }
 
     #[test]
@@ -235,9 +255,10 @@ mod tests {
 
     #[test]
     fn macro_constructor_maps_zero_timeout_to_none() {
-        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 0);
+        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 0, 5);
         assert_eq!(p.timeout(), None);
-        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 7);
+        assert_eq!(p.max_hint(), Duration::from_nanos(5));
+        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 7, 5);
         assert_eq!(p.timeout(), Some(Duration::from_nanos(7)));
     }
 }

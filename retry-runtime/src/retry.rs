@@ -7,6 +7,7 @@ use crate::attempts::{Attempts, Next};
 use crate::classify::{Classified, Classify, Rule, Verdict};
 use crate::error::{BoxError, MediaProcessingError};
 use crate::policy::RetryPolicy;
+use crate::redact::error_text;
 use crate::sleep::{now_current, sleep_current};
 
 /// Decides whether an error of type `E` is worth another attempt.
@@ -108,13 +109,13 @@ impl<'p, C> Retry<'p, C> {
                 }
                 Err(error) => error,
             };
+            let text = error_text(&error);
             let classified = self.classifier.classify(&error);
-            match attempts.after_failure(classified, &error, now_current) {
+            match attempts.after_failure(classified, &text, now_current) {
                 Next::Retry(delay) => sleep_current(delay),
                 Next::Return => return Err(error),
                 Next::GiveUp(reason) => {
-                    let message = error.to_string();
-                    return Err(attempts.give_up(reason, message, Some(error.into())).into());
+                    return Err(attempts.give_up(reason, text, Some(error.into())).into());
                 }
             }
         }
@@ -146,13 +147,13 @@ impl<'p, C> Retry<'p, C> {
                     return Ok(value);
                 }
                 Err(error) => {
+                    let text = error_text(&error);
                     let classified = self.classifier.classify(&error);
-                    match attempts.after_failure(classified, &error, now_async) {
+                    match attempts.after_failure(classified, &text, now_async) {
                         Next::Retry(delay) => delay,
                         Next::Return => return Err(error),
                         Next::GiveUp(reason) => {
-                            let message = error.to_string();
-                            let give_up = attempts.give_up(reason, message, Some(error.into()));
+                            let give_up = attempts.give_up(reason, text, Some(error.into()));
                             return Err(give_up.into());
                         }
                     }

@@ -1,0 +1,192 @@
+//! HTTP answers as typed errors: the status decides retryability without parsing text, and
+//! the `Retry-After` header or a Gemini `RetryInfo` in the body is kept as the server's hint.
+//!
+//! With feature `reqwest`, [`error_for_status`] turns a `reqwest::Response` into one, and
+//! `reqwest::Error`s are classified by what they are (timeout, connect, status).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::classify::{Classified, Classify, Verdict, classify_chain};
+use crate::hint::{ServerWords, read_text};
+
+/// An HTTP answer with an error status, kept whole: status, the server's delay hint, body.
+///
+/// Its `Display` is `HTTP {status}: {body}` (the body shortened to 500 characters), so the
+/// design note's text rule and log lines read as they did in Python.
+///
+/// ```
+/// use std::time::Duration;
+/// use retry_runtime::{Classify, Verdict, http::HttpError};
+///
+/// let e = HttpError::new(429, Some(Duration::from_secs(7)), "Resource Exhausted");
+/// assert_eq!(e.to_string(), "HTTP 429: Resource Exhausted");
+/// assert_eq!(e.classify(), Verdict::Retryable);
+/// assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+/// assert_eq!(HttpError::new(400, None, "timeout must be positive").classify(), Verdict::NotRetryable);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    status: u16,
+    header_retry_after: Option<Duration>,
+    body: String,
+}
+
+const DISPLAY_BODY_CHARS: usize = 500;
+
+impl HttpError {
+    /// An answer with `status`, the `Retry-After` header's delay if there was one, and `body`.
+    pub fn new(status: u16, retry_after: Option<Duration>, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            header_retry_after: retry_after,
+            body: body.into(),
+        }
+    }
+
+    /// Reads the `Retry-After` header (seconds or HTTP date) from `headers`.
+    #[cfg(feature = "http")]
+    pub fn from_parts(
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: impl Into<String>,
+    ) -> Self {
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::hint::retry_after_header(v, std::time::SystemTime::now()));
+        Self::new(status.as_u16(), retry_after, body)
+    }
+
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body of the answer, as received.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// What the answer says about waiting: the `Retry-After` header first, else a
+    /// `RetryInfo` in the body; and whether the body names a per-day quota.
+    pub fn server_words(&self) -> ServerWords {
+        ServerWords {
+            retry_after: self.header_retry_after,
+            per_day_quota: false,
+        }
+        .or(read_text(&self.body))
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        let body = self.body.trim();
+        if body.is_empty() {
+            return Ok(());
+        }
+        f.write_str(": ")?;
+        match body.char_indices().nth(DISPLAY_BODY_CHARS) {
+            Some((cut, _)) => write!(f, "{}...", &body[..cut]),
+            None => f.write_str(body),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl Classify for HttpError {
+    fn classify(&self) -> Verdict {
+        self.classified().verdict
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.server_words().retry_after
+    }
+
+    fn classified(&self) -> Classified {
+        classify_chain(self)
+    }
+}
+
+#[cfg(feature = "http")]
+impl Classify for http::StatusCode {
+    fn classify(&self) -> Verdict {
+        crate::classify::classify_status(self.as_u16())
+    }
+}
+
+/// The typed rule for a `reqwest::Error`: timeouts and failed connections are retryable, a
+/// status decides by [`classify_status`](crate::classify::classify_status); for anything else
+/// the rest of its `source()` chain decides (a reset mid-body is an `io::Error` there).
+#[cfg(feature = "reqwest")]
+pub fn classify_reqwest(error: &reqwest::Error) -> Verdict {
+    if error.is_timeout() || error.is_connect() {
+        return Verdict::Retryable;
+    }
+    match error.status() {
+        Some(status) => crate::classify::classify_status(status.as_u16()),
+        None => Verdict::Unknown,
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl Classify for reqwest::Error {
+    fn classify(&self) -> Verdict {
+        self.classified().verdict
+    }
+
+    fn classified(&self) -> Classified {
+        classify_chain(self)
+    }
+}
+
+/// Passes a successful response through; turns an error status into an [`HttpError`] that
+/// keeps the `Retry-After` header and the body (where Gemini puts its `RetryInfo`).
+///
+/// Unlike `reqwest::Response::error_for_status`, nothing the server said is dropped.
+#[cfg(feature = "reqwest")]
+pub async fn error_for_status(response: reqwest::Response) -> Result<reqwest::Response, HttpError> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    // A body that cannot be read (the connection dropped) leaves the status to speak.
+    let body = response.text().await.unwrap_or_default();
+    Err(HttpError::from_parts(status, &headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_bodies_are_shortened_on_a_char_boundary() {
+        let e = HttpError::new(503, None, "é".repeat(600));
+        let shown = e.to_string();
+        assert!(shown.starts_with("HTTP 503: éé"));
+        assert!(shown.ends_with("..."));
+        assert_eq!(shown.chars().filter(|c| *c == 'é').count(), 500);
+        assert_eq!(HttpError::new(502, None, "  ").to_string(), "HTTP 502");
+    }
+
+    #[test]
+    fn header_hint_wins_over_body_hint() {
+        let e = HttpError::new(429, Some(Duration::from_secs(3)), r#"{"retryDelay": "53s"}"#);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let e = HttpError::new(429, None, r#"{"retryDelay": "53s"}"#);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));
+    }
+
+    #[test]
+    fn a_per_day_quota_in_the_body_is_not_retried() {
+        let e = HttpError::new(
+            429,
+            None,
+            r#"{"message": "Your quota will reset after 12h", "quotaId": "GenerateRequestsPerDayPerProject"}"#,
+        );
+        assert_eq!(e.classify(), Verdict::NotRetryable);
+    }
+}

@@ -1,0 +1,6 @@
+use resilience::retry_with_backoff;
+
+#[retry_with_backoff]
+fn fetch() -> () {}
+
+fn main() {}
