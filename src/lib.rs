@@ -34,6 +34,11 @@ pub use retry_runtime::{
 // Lets the crate's own tests and doctests name `::resilience` like users do.
 extern crate self as resilience;
 
+// The README's examples are compiled and run by the test command.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// What `#[retry_with_backoff]` expands to calls; not public API.
 #[doc(hidden)]
 pub mod __private {

@@ -1512,7 +1512,6 @@ fn reassigns_shared_ref(mut input: &str, seen: &RefCell<Vec<String>>) -> io::Res
 }
 
 #[test]
-#[ignore = "macro bug: a `mut` parameter of reference type is not rebound per attempt, so an attempt that reassigns it changes what the next attempt sees"]
 fn mut_shared_ref_param_reassigned_by_an_attempt_is_reset_for_the_next() {
     let seen = RefCell::new(Vec::new());
     let (result, _) = on_virtual_clock(|| reassigns_shared_ref("abc", &seen));
@@ -1535,7 +1534,6 @@ async fn reassigns_shared_ref_async(
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "macro bug: a `mut` parameter of reference type is not rebound per attempt, so an attempt that reassigns it changes what the next attempt sees"]
 async fn async_mut_shared_ref_param_reassigned_by_an_attempt_is_reset_for_the_next() {
     let seen = RefCell::new(Vec::new());
     assert_eq!(reassigns_shared_ref_async("abc", &seen).await.unwrap(), 2);
@@ -1556,142 +1554,155 @@ impl Described {
 }
 
 #[test]
-#[ignore = "macro bug: `self` inside a format string (`{self:?}`) is not renamed, so it names the caller's value instead of the attempt's own copy"]
 fn inline_format_self_in_a_by_value_method_sees_the_attempts_copy() {
     assert_eq!(Described { n: 1 }.describe().unwrap(), "Described { n: 2 }");
 }
 
-// MACRO BUGS
-//
-// Shapes that fail to COMPILE under `#[retry_with_backoff]` although they compile without it.
-// Each repro below is a whole function; the error is the exact rustc output (rustc 1.95),
-// shortened to its first lines. Move a case up into a real test once the macro handles it.
-//
-// 1. Returning a `&mut` borrowed through `&mut self` or a `&mut` argument.
-//    (The loop re-borrows in every iteration and returns one borrow conditionally: NLL rejects
-//    that even when written by hand, so the macro should at least reject it with its own
-//    message instead of these.)
-//
-//        struct S { x: u32 }
-//        impl S {
-//            #[retry_with_backoff]
-//            fn get_mut(&mut self) -> io::Result<&mut u32> { Ok(&mut self.x) }
-//        }
-//    error: captured variable cannot escape `FnMut` closure body
-//       |     #[retry_with_backoff]
-//       |                         - inferred to be a `FnMut` closure
-//       |     fn get_mut(&mut self) -> io::Result<&mut u32> { Ok(&mut self.x) }
-//       |                ---------                            ^^^^^^^^^^^^^^^ returns a reference to a captured variable which escapes the closure body
-//
-//        #[retry_with_backoff]
-//        fn last_mut(v: &mut Vec<u32>) -> io::Result<&mut u32> { v.push(1); Ok(v.last_mut().unwrap()) }
-//    error: captured variable cannot escape `FnMut` closure body   (same as above)
-//
-//        #[retry_with_backoff]
-//        async fn get_mut_async(&mut self) -> io::Result<&mut u32> { Ok(&mut self.x) }
-//    error[E0524]: two closures require unique access to `*self` at the same time
-//       |     #[retry_with_backoff]
-//       |     ^^^^^^^^^^^^^^^^^^^^^ closures are constructed here in different iterations of loop
-//
-// 2. Reassigning a `mut` parameter of `&mut` type (the usual `buf = &mut buf[n..]` loop): the
-//    per-attempt reborrow `let buf = &mut *buf;` drops the `mut`, and the outer `mut` is left
-//    unused.
-//
-//        #[retry_with_backoff]
-//        fn advance(mut buf: &mut [u8]) -> io::Result<usize> { buf = &mut buf[1..]; Ok(buf.len()) }
-//    error[E0384]: cannot assign twice to immutable variable `buf`
-//       | fn advance(mut buf: &mut [u8]) -> io::Result<usize> { buf = &mut buf[1..]; Ok(buf.len()) }
-//       |                --- first assignment to `buf`          ^^^^^^^^^^^^^^^^^^^ cannot assign twice to immutable variable
-//    warning: variable does not need to be mutable
-//
-// 3. Unsized coercions in `Ok(..)` / `Err(..)`: the attempt closure (or async block) has no
-//    declared return type, so the body's `Ok`/`Err` get no expected type and do not coerce.
-//    (Annotating the closure `|| -> #ret { .. }` when the return type has no `impl Trait`, and
-//    giving the async block an expected `Future<Output = #ret>`, would fix it.)
-//
-//        #[retry_with_backoff]
-//        fn boxed_dyn() -> io::Result<Box<dyn Display>> { Ok(Box::new(5)) }
-//    error[E0308]: mismatched types
-//       expected `Result<Box<dyn Display>, Error>`, found `Result<Box<{integer}>, _>`
-//
-//        #[retry_with_backoff]
-//        fn slice_ok() -> io::Result<&'static [u8]> { Ok(&[1, 2, 3]) }
-//    error[E0308]: mismatched types
-//       expected `Result<&[u8], Error>`, found `Result<&[{integer}; 3], _>`
-//
-//        #[retry_with_backoff]
-//        fn boxed_err() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
-//            Err(Box::new(io::Error::from(io::ErrorKind::TimedOut)))
-//        }
-//    error[E0308]: mismatched types
-//       expected `Result<u32, Box<...>>`, found `Result<_, Box<Error>>`
-//
-//        #[retry_with_backoff]
-//        async fn boxed_dyn_async() -> io::Result<Box<dyn Display + Send>> { Ok(Box::new(5)) }
-//    error[E0308]: mismatched types
-//       expected `Result<Box<dyn Display + Send>, Error>`, found `Result<Box<{integer}>, _>`
-//
-// 4. `self` inside a format string (`{self}` / `{self:?}`) is not renamed to the attempt's
-//    receiver. In a `&mut self` method it then conflicts with the per-attempt reborrow (below);
-//    in a `self`/`mut self` method it silently names the caller's value (see the ignored test
-//    `inline_format_self_in_a_by_value_method_sees_the_attempts_copy`).
-//
-//        #[derive(Debug)] struct M { n: u32 }
-//        impl M {
-//            #[retry_with_backoff]
-//            fn show(&mut self) -> io::Result<String> {
-//                self.n += 1; let s = format!("{self:?}"); self.n += 1; Ok(s)
-//            }
-//        }
-//    error[E0502]: cannot borrow value as immutable because it is also borrowed as mutable
-//       |     #[retry_with_backoff]
-//       |     --------------------- mutable borrow occurs here
-//       |     ... format!("{self:?}"); self.n += 1; ...
-//       |                   ^^^^       ----------- mutable borrow later used here
-//
-// 5. `self: Pin<&mut Self>` is treated as a by-value receiver and cloned (it should be
-//    reborrowed with `self.as_mut()`, or rejected with a clear message).
-//
-//        struct P { n: u32 }
-//        impl P {
-//            #[retry_with_backoff]
-//            fn pinned(self: Pin<&mut Self>) -> io::Result<u32> { Ok(self.get_mut().n) }
-//        }
-//    error[E0277]: the trait bound `Pin<&mut P>: Clone` is not satisfied
-//       |     fn pinned(self: Pin<&mut Self>) -> io::Result<u32> { Ok(self.get_mut().n) }
-//       |               ^^^^ the trait `Clone` is not implemented for `Pin<&mut P>`
-//       = note: required for `Pin<&mut P>` to implement `resilience::__private::FreshArg`
-//
-// 6. Hygiene of the receiver alias: `self` becomes the call-site identifier `__self`, so a body
-//    local or a parameter named `__self` captures it.
-//
-//        struct H(u32);
-//        impl H {
-//            #[retry_with_backoff]
-//            fn local(&self) -> io::Result<u32> { let __self = 5_u32; Ok(self.0 + __self) }
-//            #[retry_with_backoff]
-//            fn param(&self, __self: u32) -> io::Result<u32> { Ok(self.0 + __self) }
-//        }
-//    error[E0610]: `u32` is a primitive type and therefore doesn't have fields
-//       |     fn local(&self) -> io::Result<u32> { let __self = 5_u32; Ok(self.0 + __self) }
-//       |                                                                      ^
-//    error[E0277]: cannot add `&H` to `u32`
-//       |     fn param(&self, __self: u32) -> io::Result<u32> { Ok(self.0 + __self) }
-//       |                                                                 ^ no implementation for `u32 + &H`
-//
-// 7. `self` inside a macro call in the body is renamed even when it belongs to an item the
-//    macro defines (`RenameSelf` skips nested items, but not inside macro tokens).
-//
-//        macro_rules! items { ($($t:tt)*) => { $($t)* }; }
-//        struct I(u32);
-//        impl I {
-//            #[retry_with_backoff]
-//            fn via_macro(&self) -> io::Result<u32> {
-//                items! { struct L(u32); impl L { fn get(&self) -> u32 { self.0 } } }
-//                Ok(L(self.0).get())
-//            }
-//        }
-//    error: expected one of `:`, `@`, or `|`, found `)`
-//       |         items! { struct L(u32); impl L { fn get(&self) -> u32 { self.0 } } }
-//       |                                                ^^^^^^^ expected one of `:`, `@`, or `|`
-//    error[E0599]: no method named `get` found for struct `L` in the current scope
+// Shapes that once failed to compile under the attribute although they compile without it.
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+fn advance_buffer(mut buf: &mut [u8]) -> io::Result<usize> {
+    buf = &mut buf[1..];
+    buf[0] += 1;
+    Ok(buf.len())
+}
+
+#[test]
+fn mut_parameter_of_mut_reference_type_can_be_reassigned() {
+    let mut data = [1, 2, 3];
+    assert_eq!(advance_buffer(&mut data).unwrap(), 2);
+    assert_eq!(data, [1, 3, 3]);
+}
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+fn boxed_display() -> io::Result<Box<dyn std::fmt::Display>> {
+    Ok(Box::new(5))
+}
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+fn static_slice() -> io::Result<&'static [u8]> {
+    Ok(&[1, 2, 3])
+}
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+fn boxed_error_by_coercion() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    Err(Box::new(io::Error::from(io::ErrorKind::InvalidData)))
+}
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+async fn boxed_display_async(early: bool) -> io::Result<Box<dyn std::fmt::Display + Send>> {
+    if early {
+        return Ok(Box::new("early"));
+    }
+    Ok(Box::new(5))
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsized_coercions_in_the_body_work_as_without_the_attribute() {
+    assert_eq!(boxed_display().unwrap().to_string(), "5");
+    assert_eq!(static_slice().unwrap(), &[1, 2, 3]);
+    let error = boxed_error_by_coercion().unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<io::Error>().map(io::Error::kind),
+        Some(io::ErrorKind::InvalidData)
+    );
+    assert_eq!(
+        boxed_display_async(true).await.unwrap().to_string(),
+        "early"
+    );
+    assert_eq!(boxed_display_async(false).await.unwrap().to_string(), "5");
+}
+
+#[derive(Debug)]
+struct Shown {
+    n: u32,
+}
+
+impl Shown {
+    #[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+    fn show(&mut self) -> io::Result<String> {
+        self.n += 1;
+        let shown = format!("{self:?} {{self}}");
+        self.n += 1;
+        Ok(shown)
+    }
+}
+
+#[test]
+fn format_string_self_in_a_mut_ref_method_reads_the_reborrow() {
+    let mut shown = Shown { n: 0 };
+    assert_eq!(shown.show().unwrap(), "Shown { n: 1 } {self}");
+    assert_eq!(shown.n, 2);
+}
+
+struct Pinned {
+    n: u32,
+}
+
+impl Pinned {
+    #[retry_with_backoff(max_retries = 3, base_delay = 0, jitter = 0)]
+    fn bump(self: std::pin::Pin<&mut Self>) -> io::Result<u32> {
+        let this = self.get_mut();
+        this.n += 1;
+        if this.n < 3 {
+            return Err(io::Error::from(io::ErrorKind::ConnectionReset));
+        }
+        Ok(this.n)
+    }
+}
+
+#[test]
+fn pin_mut_self_is_reborrowed_per_attempt() {
+    let mut pinned = Pinned { n: 0 };
+    let value = with_sleeper(Rc::new(VirtualClock::new()), || {
+        std::pin::Pin::new(&mut pinned).bump()
+    });
+    assert_eq!(value.unwrap(), 3);
+}
+
+struct Hygienic(u32);
+
+impl Hygienic {
+    #[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+    fn local(&self) -> io::Result<u32> {
+        let __self = 5_u32;
+        Ok(self.0 + __self)
+    }
+
+    #[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+    fn param(&self, __self: u32) -> io::Result<u32> {
+        Ok(self.0 + __self)
+    }
+}
+
+#[test]
+fn a_local_or_parameter_named_like_the_receiver_alias_is_its_own() {
+    assert_eq!(Hygienic(1).local().unwrap(), 6);
+    assert_eq!(Hygienic(1).param(10).unwrap(), 11);
+}
+
+macro_rules! define_local_type {
+    ($($item:item)*) => { $($item)* };
+}
+
+struct Outer(u32);
+
+impl Outer {
+    #[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+    fn with_local_type(&self) -> io::Result<u32> {
+        define_local_type! {
+            struct Inner(u32);
+            impl Inner {
+                fn get(&self) -> u32 {
+                    self.0
+                }
+            }
+        }
+        Ok(Inner(self.0).get() + 1)
+    }
+}
+
+#[test]
+fn items_defined_by_a_macro_in_the_body_keep_their_own_self() {
+    assert_eq!(Outer(41).with_local_type().unwrap(), 42);
+}

@@ -868,7 +868,6 @@ fn an_error_type_implementing_classify_decides_over_the_text_rule() {
 }
 
 #[test]
-#[ignore = "bug: a `Classify` answer of `Verdict::Unknown` is treated as not retryable instead of falling through to the built-in rules (default `Classify::classified`)"]
 fn an_error_type_answering_unknown_falls_through_to_the_text_rule() {
     let calls = Cell::new(0);
     let _ = on_virtual_clock(|| says_itself(&calls, "503 Service Unavailable", Verdict::Unknown));

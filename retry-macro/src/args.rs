@@ -116,7 +116,13 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         let name = key.unraw().to_string();
         if !matches!(
             name.as_str(),
-            "max_retries" | "base_delay" | "max_delay" | "jitter" | "timeout" | "max_hint" | "retry_if"
+            "max_retries"
+                | "base_delay"
+                | "max_delay"
+                | "jitter"
+                | "timeout"
+                | "max_hint"
+                | "retry_if"
         ) {
             errors.at(
                 key.span(),

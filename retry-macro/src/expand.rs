@@ -91,7 +91,10 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     // trait errors there.
     let rt_ret = quote_spanned!(ret_span=> ::resilience::__private);
     let rt_err = quote_spanned!(err_span=> ::resilience::__private);
-    let error_at_err = format_ident!("__resilience_error", span = Span::mixed_site().located_at(err_span));
+    let error_at_err = format_ident!(
+        "__resilience_error",
+        span = Span::mixed_site().located_at(err_span)
+    );
 
     let name = sig.ident.to_string();
     let name = name.strip_prefix("r#").unwrap_or(&name);
@@ -115,7 +118,10 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         Some(predicate) => {
             // Errors about the predicate's signature belong on the predicate.
             let span = predicate.span();
-            let error = format_ident!("__resilience_error", span = Span::mixed_site().located_at(span));
+            let error = format_ident!(
+                "__resilience_error",
+                span = Span::mixed_site().located_at(span)
+            );
             quote_spanned!(span=> ::resilience::__private::ask(#predicate, &#error, || #builtin))
         }
     };
@@ -140,12 +146,38 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         #(#rebinds)*
         { #(#body)* }
     });
+    // Naming the return type lets `Ok(Box::new(x))`, `Err(Box::new(e))` and `return`s in the
+    // body coerce to it, as they would without the attribute. An `impl Trait` cannot be
+    // named inside the body; there the attempt's type is inferred.
+    let ret_ty = match &sig.output {
+        ReturnType::Type(_, ty) if !mentions_impl_trait(ty) => Some(ty),
+        _ => None,
+    };
+    let attempt_closure = match ret_ty {
+        Some(ty) => quote!(#rt::attempt_fn::<#ty, _>(|| #attempt_body)),
+        None => quote!(|| #attempt_body),
+    };
+    // An async block's output type cannot be given from outside; a `return` of that type,
+    // never taken, fixes it before the body is checked (the same trick as async-trait's).
+    let attempt_future = match ret_ty {
+        Some(ty) => quote!(async {
+            if let ::core::option::Option::Some(__resilience_typed) =
+                ::core::option::Option::None::<#ty>
+            {
+                #[allow(unreachable_code)]
+                return __resilience_typed;
+            }
+            #(#rebinds)*
+            { #(#body)* }
+        }),
+        None => quote!(async #attempt_body),
+    };
 
     let (now, run_attempt, sleep) = if sig.asyncness.is_some() {
         let run = if timeout_nanos == 0 {
-            quote!(async #attempt_body.await)
+            quote!(#attempt_future.await)
         } else {
-            quote!(match #rt::until_deadline(#attempts.deadline(), async #attempt_body).await {
+            quote!(match #rt::until_deadline(#attempts.deadline(), #attempt_future).await {
                 ::core::result::Result::Ok(#outcome) => #outcome,
                 ::core::result::Result::Err(#passed) => {
                     #deadline_passed;
@@ -171,7 +203,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         // be `Fn` or `FnMut` depending on the body, hence the `allow`.
         quote!(
             #[allow(unused_mut, clippy::redundant_closure_call)]
-            let mut #attempt = || #attempt_body;
+            let mut #attempt = #attempt_closure;
         )
     };
 
@@ -218,8 +250,25 @@ fn error_type_span(ty: &syn::Type) -> Option<Span> {
     let syn::PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
         return None;
     };
-    match args.args.iter().filter(|a| matches!(a, syn::GenericArgument::Type(_))).nth(1)? {
+    match args
+        .args
+        .iter()
+        .filter(|a| matches!(a, syn::GenericArgument::Type(_)))
+        .nth(1)?
+    {
         syn::GenericArgument::Type(e) => Some(e.span()),
         _ => None,
     }
+}
+
+/// Whether `impl Trait` appears anywhere in `ty` (it cannot be named in a function body).
+fn mentions_impl_trait(ty: &syn::Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "impl",
+            proc_macro2::TokenTree::Group(group) => walk(group.stream()),
+            _ => false,
+        })
+    }
+    walk(quote!(#ty))
 }

@@ -122,12 +122,56 @@ pub fn check(item: &RetryFn, errors: &mut Errors) {
             }
         }
     }
+    if let ReturnType::Type(_, ty) = &sig.output
+        && borrows_from_unique_input(sig)
+        && has_elided_reference(ty)
+    {
+        errors.spanned(
+            ty,
+            "`#[retry_with_backoff]` cannot return a borrow of a `&mut` input: every attempt reborrows it, so no attempt's borrow can outlive the retry loop; return an owned value, or take `&self` / a shared reference",
+        );
+    }
     if let Some(variadic) = &sig.variadic {
         errors.at(
             variadic.span(),
             "`#[retry_with_backoff]` cannot retry a variadic function",
         );
     }
+}
+
+/// Whether lifetime elision ties the output to a `&mut` input: a `&mut self` receiver, or
+/// a single reference argument that is `&mut`.
+fn borrows_from_unique_input(sig: &Signature) -> bool {
+    let unique = |ty: &Type| matches!(ty, Type::Reference(r) if r.mutability.is_some());
+    if let Some(receiver) = sig.receiver() {
+        return unique(&receiver.ty);
+    }
+    let mut references = sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(t) if matches!(*t.ty, Type::Reference(_)) => Some(&*t.ty),
+        _ => None,
+    });
+    matches!((references.next(), references.next()), (Some(only), None) if unique(only))
+}
+
+/// A `&T` without a lifetime, or with `'_`, anywhere in `ty`.
+fn has_elided_reference(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> syn::visit::Visit<'ast> for Finder {
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            if r.lifetime.as_ref().is_none_or(|l| l.ident == "_") {
+                self.0 = true;
+            }
+            syn::visit::visit_type_reference(self, r);
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident == "_" {
+                self.0 = true;
+            }
+        }
+    }
+    let mut finder = Finder(false);
+    syn::visit::Visit::visit_type(&mut finder, ty);
+    finder.0
 }
 
 /// Describes a return type that can never be a `Result` (aliases cannot be told apart here;
@@ -209,8 +253,9 @@ pub struct Params {
 }
 
 /// The identifier the body's `self` becomes, so each attempt can bind its own receiver.
+/// It resolves at `mixed_site`, so the body's own `__self`, if any, stays its own.
 pub fn self_alias(span: Span) -> Ident {
-    Ident::new("__self", span)
+    Ident::new("__resilience_self", Span::mixed_site().located_at(span))
 }
 
 pub fn params(sig: &Signature) -> Params {
@@ -235,14 +280,24 @@ pub fn params(sig: &Signature) -> Params {
                 match (&*typed.ty, no_clone) {
                     (_, true) => {}
                     (Type::Reference(r), _) => {
-                        if r.mutability.is_some()
-                            && let Pat::Ident(PatIdent { ident, .. }) = &*typed.pat
+                        if let Pat::Ident(PatIdent {
+                            ident, mutability, ..
+                        }) = &mut *typed.pat
                         {
-                            // A reborrow per attempt: what an attempt changes stays
-                            // changed, and the next attempt borrows it again.
-                            rebinds.push(quote_spanned!(typed.ty.span()=>
-                                #cfgs let #ident = &mut *#ident;
-                            ));
+                            // A `mut` binding is the attempt's own: each attempt starts from
+                            // the caller's reference, whatever the last one reassigned.
+                            let mutability = mutability.take();
+                            if r.mutability.is_some() {
+                                // A reborrow per attempt: what an attempt changes through
+                                // it stays changed, and the next attempt borrows it again.
+                                rebinds.push(quote_spanned!(typed.ty.span()=>
+                                    #cfgs let #mutability #ident = &mut *#ident;
+                                ));
+                            } else if mutability.is_some() {
+                                rebinds.push(quote_spanned!(typed.ty.span()=>
+                                    #cfgs let #mutability #ident = #ident;
+                                ));
+                            }
                         }
                     }
                     (ty, false) => {
@@ -275,6 +330,11 @@ fn receiver_rebind(receiver: &mut syn::Receiver) -> TokenStream {
         Type::Reference(_) => quote!(let #alias = #this;),
         // The body only borrows the receiver: each attempt borrows it again.
         _ if no_clone => quote!(let #alias = &#this;),
+        // `self: Pin<&mut Self>` is reborrowed, as `&mut self` is.
+        ty if is_pin_mut(ty) => {
+            receiver.mutability = Some(Default::default());
+            quote!(let #alias = ::core::pin::Pin::as_mut(&mut #this);)
+        }
         _ => {
             let mutability = receiver.mutability.take();
             quote_spanned!(this.span=>
@@ -282,6 +342,17 @@ fn receiver_rebind(receiver: &mut syn::Receiver) -> TokenStream {
             )
         }
     }
+}
+
+fn is_pin_mut(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    path.path.segments.last().is_some_and(|s| {
+        s.ident == "Pin"
+            && generic_types(&s.arguments)
+                .any(|t| matches!(t, Type::Reference(r) if r.mutability.is_some()))
+    })
 }
 
 struct Binding {
@@ -341,10 +412,54 @@ impl VisitMut for RenameSelf {
     }
 
     fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
-        mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens));
+        // A macro whose input defines functions or impls has its own `self`s there.
+        if !defines_items(&mac.tokens) {
+            mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens));
+        }
     }
 
     fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+}
+
+fn defines_items(tokens: &TokenStream) -> bool {
+    tokens.clone().into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "fn" || ident == "impl" || ident == "trait",
+        TokenTree::Group(group) => defines_items(&group.stream()),
+        _ => false,
+    })
+}
+
+/// `"{self}"` and `"{self:?}"` capture `self` by name; they must capture the attempt's own
+/// receiver too. Returns the literal with those captures renamed, or `None` if it has none.
+fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_macro2::Literal> {
+    let source = literal.to_string();
+    if !source.starts_with('"') || !source.contains("{self") {
+        return None;
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source.as_str();
+    let mut changed = false;
+    while let Some(at) = rest.find("{self") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let braces = before.bytes().rev().take_while(|b| *b == b'{').count() + 1;
+        let capture = braces % 2 == 1 && matches!(after.as_bytes().get(5), Some(b'}' | b':'));
+        if capture {
+            out.push_str("{__resilience_self");
+            changed = true;
+        } else {
+            out.push_str("{self");
+        }
+        rest = &after[5..];
+    }
+    out.push_str(rest);
+    if !changed {
+        return None;
+    }
+    let mut renamed: proc_macro2::Literal = out.parse().ok()?;
+    // `format_args!` resolves a captured name with the string's own hygiene.
+    renamed.set_span(Span::mixed_site().located_at(literal.span()));
+    Some(renamed)
 }
 
 fn rename_self_tokens(tokens: TokenStream) -> TokenStream {
@@ -367,6 +482,10 @@ fn rename_self_tokens(tokens: TokenStream) -> TokenStream {
                 renamed.set_span(group.span());
                 TokenTree::Group(renamed)
             }
+            TokenTree::Literal(literal) => match rename_self_in_format_string(&literal) {
+                Some(renamed) => TokenTree::Literal(renamed),
+                None => TokenTree::Literal(literal),
+            },
             other => other,
         });
     }

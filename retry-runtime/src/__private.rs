@@ -18,7 +18,7 @@ pub use crate::policy::RetryPolicy;
 pub use crate::sleep::{now_async, sleep_async, until_deadline};
 pub use crate::sleep::{now_current, sleep_current};
 
-use crate::classify::{Classify, classify_chain, classify_message};
+use crate::classify::{Classify, classify_chain, classify_message, classify_own};
 use crate::error::{BoxError, GiveUpReason};
 
 /// Implemented by `Result<T, E>` only, so that aliases such as `io::Result<T>` pass and
@@ -52,6 +52,12 @@ impl<T, E> RetryResult for Result<T, E> {
     fn from_error(error: E) -> Self {
         Err(error)
     }
+}
+
+/// Gives the attempt closure the function's return type, so the body's values coerce to it.
+#[inline(always)]
+pub fn attempt_fn<R, F: FnMut() -> R>(attempt: F) -> F {
+    attempt
 }
 
 /// Splits an attempt's result. Returning its `Ok` side from the function is also what ties
@@ -190,7 +196,7 @@ pub trait ClassifyByType {
 impl<E: Classify + ?Sized> ClassifyByType for &&Probe<'_, E> {
     #[inline]
     fn __resilience_classify(&self) -> Classified {
-        self.0.classified()
+        classify_own(self.0, self.1)
     }
 }
 

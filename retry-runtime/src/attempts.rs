@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backoff::delay_before;
+use crate::backoff::next_delay;
 use crate::classify::Classified;
 use crate::error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 use crate::log;
@@ -96,13 +96,19 @@ impl<'p> Attempts<'p> {
         let max_retries = self.policy.max_retries();
         self.retry_after = classified.retry_after;
         if !classified.is_retryable() {
-            log::not_retryable(self.function, self.attempt, max_retries, error, classified.rule);
+            log::not_retryable(
+                self.function,
+                self.attempt,
+                max_retries,
+                error,
+                classified.rule,
+            );
             return Next::Return;
         }
         if self.attempt >= max_retries {
             return self.stop(error, GiveUpReason::AttemptsExhausted);
         }
-        let mut wait = delay_before(self.policy, self.attempt, &mut rand::rng());
+        let mut wait = next_delay(self.policy, self.attempt);
         if let Some(hint) = classified.retry_after {
             let max_hint = self.policy.max_hint();
             if hint > max_hint {
@@ -282,7 +288,11 @@ mod tests {
         // A hint shorter than the backoff does not shorten it.
         let mut a = Attempts::start(&p, "f", Instant::now);
         assert_eq!(
-            a.after_failure(RETRYABLE.with_retry_after(Some(Duration::ZERO)), "429", Instant::now),
+            a.after_failure(
+                RETRYABLE.with_retry_after(Some(Duration::ZERO)),
+                "429",
+                Instant::now
+            ),
             Next::Retry(Duration::from_millis(200))
         );
     }

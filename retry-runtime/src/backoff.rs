@@ -1,8 +1,10 @@
 //! Exponential backoff with jitter: how long to wait after a failed attempt.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::policy::RetryPolicy;
 
@@ -29,6 +31,45 @@ pub fn delay_before<R: Rng + ?Sized>(policy: &RetryPolicy, attempt: u32, rng: &m
     exponential
         .saturating_add(jitter_part(policy.jitter(), rng))
         .min(policy.max_delay())
+}
+
+thread_local! {
+    static SEEDED: RefCell<Option<SmallRng>> = const { RefCell::new(None) };
+}
+
+/// The wait a retry loop uses after failed attempt `attempt`: [`delay_before`] with jitter
+/// from this thread's generator, or from the seeded one while [`with_jitter_seed`] runs.
+pub fn next_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
+    SEEDED.with(|seeded| match &mut *seeded.borrow_mut() {
+        Some(rng) => delay_before(policy, attempt, rng),
+        None => delay_before(policy, attempt, &mut rand::rng()),
+    })
+}
+
+/// Runs `f` with every jitter on this thread drawn from a generator seeded with `seed`, so a
+/// test sees the same waits on every run; the previous generator is restored afterwards.
+///
+/// ```
+/// use std::time::Duration;
+/// use retry_runtime::{RetryPolicy, backoff::{next_delay, with_jitter_seed}};
+///
+/// let policy = RetryPolicy::default();
+/// let first = with_jitter_seed(7, || next_delay(&policy, 1));
+/// let again = with_jitter_seed(7, || next_delay(&policy, 1));
+/// assert_eq!(first, again);
+/// assert!(first >= Duration::from_secs(2) && first < Duration::from_secs(3));
+/// ```
+pub fn with_jitter_seed<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<SmallRng>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            SEEDED.with(|seeded| *seeded.borrow_mut() = previous);
+        }
+    }
+    let previous = SEEDED.with(|seeded| seeded.borrow_mut().replace(SmallRng::seed_from_u64(seed)));
+    let _restore = Restore(previous);
+    f()
 }
 
 /// `base * 2^attempt`, saturating at `Duration::MAX`.
@@ -65,8 +106,6 @@ fn jitter_part<R: Rng + ?Sized>(jitter: Duration, rng: &mut R) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::SmallRng;
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
@@ -147,6 +186,20 @@ mod tests {
             delay_before(&policy, 33, &mut rng),
             Duration::from_nanos(1 << 33)
         );
+    }
+
+    #[test]
+    fn a_seed_repeats_the_same_waits_and_is_scoped() {
+        let policy = RetryPolicy::default();
+        let waits = |seed| {
+            with_jitter_seed(seed, || {
+                (1..5).map(|n| next_delay(&policy, n)).collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(waits(11), waits(11));
+        assert_ne!(waits(11), waits(12));
+        // Outside the scope the thread's own generator is back.
+        assert!(SEEDED.with(|s| s.borrow().is_none()));
     }
 
     #[test]

@@ -91,13 +91,13 @@ pub trait Classify {
         None
     }
 
-    /// The answer with the rule that gave it, for the log. The built-in implementations
-    /// name the rule of the chain that decided; others are credited to the error type.
+    /// The answer with the rule that gave it, for the log, or `None` for
+    /// [`Verdict::Unknown`] (the text rules then decide). The built-in implementations name
+    /// the rule of the chain that decided; others are credited to the error type.
     #[doc(hidden)]
-    fn classified(&self) -> Classified {
+    fn classified(&self) -> Option<Classified> {
         Classified::by(Rule::ErrorType, self.classify())
-            .unwrap_or(Classified::NOT_RETRYABLE)
-            .with_retry_after(self.retry_after())
+            .map(|c| c.with_retry_after(self.retry_after()))
     }
 }
 
@@ -299,18 +299,31 @@ pub fn classify_message(text: &str) -> Classified {
     decide(read_text(text), || text_rule(text))
 }
 
+/// The rules for an error type with its own [`Classify`] answer, in the order of SPEC
+/// section 3: the server's words in `text` first (a per-day quota is never retried), then the
+/// type's answer, then, where the type said `Unknown`, the text rule. The type's own
+/// [`retry_after`](Classify::retry_after) wins over a hint found in the text.
+pub fn classify_own<E: Classify + ?Sized>(error: &E, text: &str) -> Classified {
+    let words = read_text(text);
+    let words = ServerWords {
+        retry_after: error.retry_after().or(words.retry_after),
+        ..words
+    };
+    decide(words, || error.classified().or_else(|| text_rule(text)))
+}
+
 /// The server's words come first; then `rules`; then "not retryable".
 fn decide(words: ServerWords, rules: impl FnOnce() -> Option<Classified>) -> Classified {
-    let classified = if words.per_day_quota {
-        Classified {
+    if words.per_day_quota {
+        return Classified {
             verdict: Verdict::NotRetryable,
             rule: Rule::ServerWords,
-            retry_after: None,
-        }
-    } else {
-        rules().unwrap_or(Classified::NOT_RETRYABLE)
-    };
-    classified.with_retry_after(words.retry_after)
+            retry_after: words.retry_after,
+        };
+    }
+    let classified = rules().unwrap_or(Classified::NOT_RETRYABLE);
+    // A hint the rules found themselves (a typed error's own) is kept.
+    classified.with_retry_after(classified.retry_after.or(words.retry_after))
 }
 
 fn text_rule(text: &str) -> Option<Classified> {
@@ -333,8 +346,8 @@ impl Classify for io::Error {
     fn classify(&self) -> Verdict {
         classify_error(self)
     }
-    fn classified(&self) -> Classified {
-        classify_chain(self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(self))
     }
 }
 
@@ -342,8 +355,8 @@ impl Classify for Box<dyn Error + Send + Sync + 'static> {
     fn classify(&self) -> Verdict {
         classify_error(&**self)
     }
-    fn classified(&self) -> Classified {
-        classify_chain(&**self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(&**self))
     }
 }
 
@@ -351,8 +364,8 @@ impl Classify for Box<dyn Error + Send + 'static> {
     fn classify(&self) -> Verdict {
         classify_error(&**self)
     }
-    fn classified(&self) -> Classified {
-        classify_chain(&**self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(&**self))
     }
 }
 
@@ -360,19 +373,19 @@ impl Classify for Box<dyn Error + 'static> {
     fn classify(&self) -> Verdict {
         classify_error(&**self)
     }
-    fn classified(&self) -> Classified {
-        classify_chain(&**self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(&**self))
     }
 }
 
 #[cfg(feature = "anyhow")]
 impl Classify for anyhow::Error {
     fn classify(&self) -> Verdict {
-        self.classified().verdict
+        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
     }
-    fn classified(&self) -> Classified {
+    fn classified(&self) -> Option<Classified> {
         let error: &(dyn Error + Send + Sync + 'static) = self.as_ref();
-        classify_chain(error)
+        Some(classify_chain(error))
     }
 }
 

@@ -305,7 +305,8 @@ mod tests {
 
     #[test]
     fn the_hint_travels_with_the_error() {
-        let e = MediaProcessingError::exhausted(1, "429").with_retry_after(Some(Duration::from_secs(53)));
+        let e = MediaProcessingError::exhausted(1, "429")
+            .with_retry_after(Some(Duration::from_secs(53)));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));
         let e = e.into_last_error::<io::Error>().unwrap_err();
         assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));

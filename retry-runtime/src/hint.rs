@@ -44,7 +44,9 @@ impl ServerWords {
 pub fn read_text(text: &str) -> ServerWords {
     let retry_after = value_after(text, "retryDelay")
         .and_then(google_duration)
-        .or_else(|| value_after(text, "retry-after").and_then(|v| retry_after_header(v, SystemTime::now())));
+        .or_else(|| {
+            value_after(text, "retry-after").and_then(|v| retry_after_header(v, SystemTime::now()))
+        });
     let per_day_quota = values_after(text, "quotaId").any(|id| id.contains("PerDay"));
     ServerWords {
         retry_after,
@@ -107,7 +109,9 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
             if bytes.get(colon) != Some(&b':') {
                 continue;
             }
-            let start = skip(bytes, colon + 1, |b| matches!(b, b'"' | b'\\' | b' ' | b'\t'));
+            let start = skip(bytes, colon + 1, |b| {
+                matches!(b, b'"' | b'\\' | b' ' | b'\t')
+            });
             let quoted = start > colon + 1 && bytes[start - 1] == b'"';
             let end = skip(bytes, start, |b| {
                 if quoted {
@@ -120,7 +124,9 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
             // then the value runs to the end of the line.
             let weekday = text[start..end].bytes().all(|b| b.is_ascii_alphabetic());
             let end = if !quoted && weekday && bytes.get(end) == Some(&b',') {
-                skip(bytes, end, |b| !matches!(b, b'\n' | b'\r' | b'"' | b'\\' | b';'))
+                skip(bytes, end, |b| {
+                    !matches!(b, b'\n' | b'\r' | b'"' | b'\\' | b';')
+                })
             } else {
                 end
             };
@@ -182,7 +188,10 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         let escaped = r#"Error: "{\"error\":{\"details\":[{\"retryDelay\":\"1.250s\"}]}}""#;
-        assert_eq!(read_text(escaped).retry_after, Some(Duration::from_millis(1250)));
+        assert_eq!(
+            read_text(escaped).retry_after,
+            Some(Duration::from_millis(1250))
+        );
     }
 
     #[test]

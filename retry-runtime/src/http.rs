@@ -98,15 +98,15 @@ impl std::error::Error for HttpError {}
 
 impl Classify for HttpError {
     fn classify(&self) -> Verdict {
-        self.classified().verdict
+        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
     }
 
     fn retry_after(&self) -> Option<Duration> {
         self.server_words().retry_after
     }
 
-    fn classified(&self) -> Classified {
-        classify_chain(self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(self))
     }
 }
 
@@ -134,11 +134,11 @@ pub fn classify_reqwest(error: &reqwest::Error) -> Verdict {
 #[cfg(feature = "reqwest")]
 impl Classify for reqwest::Error {
     fn classify(&self) -> Verdict {
-        self.classified().verdict
+        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
     }
 
-    fn classified(&self) -> Classified {
-        classify_chain(self)
+    fn classified(&self) -> Option<Classified> {
+        Some(classify_chain(self))
     }
 }
 
@@ -174,7 +174,11 @@ mod tests {
 
     #[test]
     fn header_hint_wins_over_body_hint() {
-        let e = HttpError::new(429, Some(Duration::from_secs(3)), r#"{"retryDelay": "53s"}"#);
+        let e = HttpError::new(
+            429,
+            Some(Duration::from_secs(3)),
+            r#"{"retryDelay": "53s"}"#,
+        );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         let e = HttpError::new(429, None, r#"{"retryDelay": "53s"}"#);
         assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));

@@ -65,7 +65,7 @@ pub fn gave_up(
     );
 }
 
-/// WARN `Not retrying {error}: not retryable ({rule})`, for an error returned unchanged.
+/// WARN `Not retrying: {error} ({rule})`, for an error returned unchanged.
 #[cold]
 #[inline(never)]
 pub fn not_retryable(
@@ -81,7 +81,7 @@ pub fn not_retryable(
         attempt,
         max_retries,
         delay_ms = 0u64,
-        "Not retrying after {error}: not retryable ({rule})",
+        "Not retrying: {error} ({rule})",
     );
 }
 

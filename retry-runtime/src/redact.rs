@@ -115,11 +115,16 @@ fn find_values(text: &str, rule: &Rule, spans: &mut Vec<(usize, usize)>) {
                 if !matches!(bytes.get(after), Some(b':' | b'=')) {
                     continue;
                 }
-                skip(bytes, after + 1, |b| matches!(b, b'"' | b'\'' | b' ' | b'\t'))
+                skip(bytes, after + 1, |b| {
+                    matches!(b, b'"' | b'\'' | b' ' | b'\t')
+                })
             }
         };
         let mut value_end = skip(bytes, value_start, |b| !ends_value(b));
-        if matches!(rule.kind, Kind::Authorization) && value_end < bytes.len() && bytes[value_end] == b' ' {
+        if matches!(rule.kind, Kind::Authorization)
+            && value_end < bytes.len()
+            && bytes[value_end] == b' '
+        {
             // `Authorization: Bearer abc`: the scheme and the credentials both go.
             value_end = skip(bytes, value_end + 1, |b| !ends_value(b));
         }
@@ -163,7 +168,19 @@ fn is_name_byte(b: u8) -> bool {
 fn ends_value(b: u8) -> bool {
     matches!(
         b,
-        b'&' | b'"' | b'\'' | b' ' | b'\t' | b'\r' | b'\n' | b',' | b';' | b')' | b'}' | b']' | b'>' | b'#'
+        b'&' | b'"'
+            | b'\''
+            | b' '
+            | b'\t'
+            | b'\r'
+            | b'\n'
+            | b','
+            | b';'
+            | b')'
+            | b'}'
+            | b']'
+            | b'>'
+            | b'#'
     )
 }
 
@@ -174,10 +191,15 @@ mod tests {
     #[test]
     fn query_keys_are_redacted_and_the_rest_kept() {
         assert_eq!(
-            redact("GET https://h.test/v1beta/models/gemini:generateContent?key=AIzaSy123&alt=sse failed"),
+            redact(
+                "GET https://h.test/v1beta/models/gemini:generateContent?key=AIzaSy123&alt=sse failed"
+            ),
             "GET https://h.test/v1beta/models/gemini:generateContent?key=[REDACTED]&alt=sse failed"
         );
-        assert_eq!(redact("url?api_key=abc#frag"), "url?api_key=[REDACTED]#frag");
+        assert_eq!(
+            redact("url?api_key=abc#frag"),
+            "url?api_key=[REDACTED]#frag"
+        );
         assert_eq!(redact("?KEY=abc"), "?KEY=[REDACTED]");
     }
 
@@ -189,7 +211,10 @@ mod tests {
 
     #[test]
     fn headers_in_plain_and_debug_form() {
-        assert_eq!(redact("x-goog-api-key: secret123\nnext"), "x-goog-api-key: [REDACTED]\nnext");
+        assert_eq!(
+            redact("x-goog-api-key: secret123\nnext"),
+            "x-goog-api-key: [REDACTED]\nnext"
+        );
         assert_eq!(
             redact(r#"{"x-goog-api-key": "secret123", "accept": "*/*"}"#),
             r#"{"x-goog-api-key": "[REDACTED]", "accept": "*/*"}"#
@@ -198,12 +223,18 @@ mod tests {
             redact(r#"headers: {"authorization": "Bearer ya29.abc"}"#),
             r#"headers: {"authorization": "[REDACTED]"}"#
         );
-        assert_eq!(redact("Authorization: Basic dXNlcjpw"), "Authorization: [REDACTED]");
+        assert_eq!(
+            redact("Authorization: Basic dXNlcjpw"),
+            "Authorization: [REDACTED]"
+        );
     }
 
     #[test]
     fn bearer_tokens_anywhere() {
-        assert_eq!(redact("sent bearer abc.def to server"), "sent bearer [REDACTED] to server");
+        assert_eq!(
+            redact("sent bearer abc.def to server"),
+            "sent bearer [REDACTED] to server"
+        );
     }
 
     #[test]
@@ -216,7 +247,10 @@ mod tests {
 
     #[test]
     fn nothing_to_hide_borrows() {
-        assert!(matches!(redact("503 Service Unavailable"), Cow::Borrowed(_)));
+        assert!(matches!(
+            redact("503 Service Unavailable"),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(redact(""), Cow::Borrowed(_)));
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use crate::attempts::{Attempts, Next};
-use crate::classify::{Classified, Classify, Rule, Verdict};
+use crate::classify::{Classified, Classify, Rule, Verdict, classify_message, classify_own};
 use crate::error::{BoxError, MediaProcessingError};
 use crate::policy::RetryPolicy;
 use crate::redact::error_text;
@@ -16,20 +16,27 @@ pub trait Classifier<E: ?Sized> {
     fn classify(&self, error: &E) -> Classified;
 }
 
-/// The built-in rules, through the error type's [`Classify`] implementation.
+/// The built-in rules, through the error type's [`Classify`] implementation; where that
+/// answers [`Verdict::Unknown`], the server's words and the text rule on the error's text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinRules;
 
-impl<E: Classify + ?Sized> Classifier<E> for BuiltinRules {
+impl<E: Classify + Display + ?Sized> Classifier<E> for BuiltinRules {
     fn classify(&self, error: &E) -> Classified {
-        error.classified()
+        classify_own(error, &error_text(&error))
     }
 }
 
-/// A predicate answering `bool` or [`Verdict`]; `Verdict::Unknown` counts as not retryable.
-impl<E: ?Sized, V: Into<Verdict>, F: Fn(&E) -> V> Classifier<E> for F {
+/// A predicate answering `bool` or [`Verdict`]. Its `Verdict::Unknown` leaves the decision
+/// to the server's words and the text rule on the error's text (the macro's `retry_if` goes
+/// through all the built-in rules; a closure cannot, as it does not know the error's type).
+impl<E: Display + ?Sized, V: Into<Verdict>, F: Fn(&E) -> V> Classifier<E> for F {
     fn classify(&self, error: &E) -> Classified {
-        Classified::by(Rule::Predicate, self(error).into()).unwrap_or(Classified::NOT_RETRYABLE)
+        let text = || classify_message(&error_text(&error));
+        match Classified::by(Rule::Predicate, self(error).into()) {
+            Some(own) => own.with_retry_after(text().retry_after),
+            None => text(),
+        }
     }
 }
 

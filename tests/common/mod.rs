@@ -31,7 +31,10 @@ pub struct Logs(Arc<Mutex<Vec<Record>>>);
 
 impl Logs {
     pub fn records(&self) -> Vec<Record> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn messages(&self) -> Vec<String> {
@@ -48,7 +51,10 @@ impl Logs {
     }
 
     pub fn at_level(&self, level: Level) -> Vec<Record> {
-        self.records().into_iter().filter(|r| r.level == level).collect()
+        self.records()
+            .into_iter()
+            .filter(|r| r.level == level)
+            .collect()
     }
 }
 
@@ -72,11 +78,14 @@ impl<S: Subscriber> Layer<S> for Capture {
         let mut visitor = Fields::default();
         event.record(&mut visitor);
         let message = visitor.0.remove("message").unwrap_or_default();
-        logs.0.lock().unwrap_or_else(PoisonError::into_inner).push(Record {
-            level: *event.metadata().level(),
-            message,
-            fields: visitor.0,
-        });
+        logs.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Record {
+                level: *event.metadata().level(),
+                message,
+                fields: visitor.0,
+            });
     }
 }
 
@@ -109,7 +118,8 @@ pub fn capture() -> (Logs, CaptureGuard) {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Another subscriber already installed would be a bug in the tests themselves.
-        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture));
+        let _ =
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture));
     });
     let logs = Logs::default();
     let previous = CURRENT.with(|c| c.borrow_mut().replace(logs.clone()));
