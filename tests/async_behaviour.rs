@@ -162,31 +162,18 @@ async fn async_logs_match_the_sync_lines() {
     let (logs, _guard) = common::capture();
     let calls = counter();
     assert_eq!(flaky(calls, 3).await.unwrap(), 3);
-    let records = logs.records();
-    let lines: Vec<(Level, &str)> = records
-        .iter()
-        .map(|r| (r.level, r.message.as_str()))
-        .collect();
-    assert_eq!(
-        lines,
-        vec![
-            (
-                Level::WARN,
-                "Retry 1/5 after connection reset by peer: waiting 2.0s"
-            ),
-            (
-                Level::WARN,
-                "Retry 2/5 after connection reset by peer: waiting 4.0s"
-            ),
-            (Level::INFO, "Success on attempt 3"),
-        ]
-    );
-    for (record, attempt) in records.iter().zip(["1", "2", "3"]) {
-        assert_eq!(record.field("function"), Some("flaky"));
-        assert_eq!(record.field("attempt"), Some(attempt));
-        assert_eq!(record.field("max_retries"), Some("5"));
-        assert!(record.field("delay_ms").is_some());
-    }
+    logs.assert_lines(&[
+        (
+            Level::WARN,
+            "Retry 1/5 after connection reset by peer: waiting 2.0s",
+        ),
+        (
+            Level::WARN,
+            "Retry 2/5 after connection reset by peer: waiting 4.0s",
+        ),
+        (Level::INFO, "Success on attempt 3"),
+    ]);
+    logs.assert_fields("flaky", 5);
 
     let (logs, _guard) = common::capture();
     assert_eq!(flaky(counter(), 1).await.unwrap(), 1);

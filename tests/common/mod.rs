@@ -50,6 +50,39 @@ impl Logs {
             .collect()
     }
 
+    /// Each event as `(level, message)`, for comparing whole logs at once.
+    pub fn lines(&self) -> Vec<(Level, String)> {
+        self.records()
+            .into_iter()
+            .map(|r| (r.level, r.message))
+            .collect()
+    }
+
+    /// Asserts the exact events, in order.
+    #[track_caller]
+    pub fn assert_lines(&self, expected: &[(Level, &str)]) {
+        let expected: Vec<(Level, String)> = expected
+            .iter()
+            .map(|(l, m)| (*l, (*m).to_owned()))
+            .collect();
+        assert_eq!(self.lines(), expected);
+    }
+
+    /// Asserts that event `i` carries `attempt = i + 1` and the call's other fields.
+    #[track_caller]
+    pub fn assert_fields(&self, function: &str, max_retries: u32) {
+        for (i, record) in self.records().iter().enumerate() {
+            let attempt = (i + 1).to_string();
+            assert_eq!(record.field("function"), Some(function));
+            assert_eq!(record.field("attempt"), Some(attempt.as_str()));
+            assert_eq!(
+                record.field("max_retries"),
+                Some(max_retries.to_string().as_str())
+            );
+            assert!(record.field("delay_ms").is_some());
+        }
+    }
+
     pub fn at_level(&self, level: Level) -> Vec<Record> {
         self.records()
             .into_iter()
