@@ -70,7 +70,7 @@ impl fmt::Display for GiveUpReason {
 /// assert_eq!(err.last_error_message(), "timed out");
 /// assert_eq!(err.last_error::<io::Error>().map(io::Error::kind), Some(io::ErrorKind::TimedOut));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("Failed after {attempts} retries: {message}")]
 pub struct MediaProcessingError {
     attempts: u32,
@@ -174,6 +174,23 @@ impl MediaProcessingError {
                 last_error,
             }),
         }
+    }
+}
+
+/// `Debug` is what `fn main() -> Result<..>` and `{:?}` print, so the last error's `Debug`
+/// (a client error often holds the request URL with its `key=`) is redacted too.
+impl fmt::Debug for MediaProcessingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaProcessingError")
+            .field("attempts", &self.attempts)
+            .field("message", &self.message)
+            .field("reason", &self.reason)
+            .field("retry_after", &self.retry_after)
+            .field(
+                "last_error",
+                &format_args!("{}", redact(&format!("{:?}", self.last_error))),
+            )
+            .finish()
     }
 }
 
@@ -301,6 +318,30 @@ mod tests {
             e.to_string(),
             "Failed after 2 retries: error sending request for url (https://g.test/v1?key=[REDACTED])"
         );
+    }
+
+    #[test]
+    fn debug_redacts_the_last_error_too() {
+        #[derive(Debug)]
+        struct ClientError {
+            url: &'static str,
+        }
+        impl fmt::Display for ClientError {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl Error for ClientError {}
+        let e = MediaProcessingError::exhausted(
+            3,
+            ClientError {
+                url: "https://g.test/v1?key=AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI",
+            },
+        );
+        let debug = format!("{e:?}");
+        assert!(debug.contains("key=[REDACTED]"), "{debug}");
+        assert!(!debug.contains("AIzaSy"), "{debug}");
+        assert!(debug.contains("attempts: 3"), "{debug}");
     }
 
     #[test]

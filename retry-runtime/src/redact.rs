@@ -120,6 +120,11 @@ fn find_values(text: &str, rule: &Rule, spans: &mut Vec<(usize, usize)>) {
                 })
             }
         };
+        // Already hidden (the text went through here before): leave it, so redacting twice
+        // gives what redacting once does.
+        if text[value_start..].starts_with(REDACTED) {
+            continue;
+        }
         let mut value_end = skip(bytes, value_start, |b| !ends_value(b));
         if matches!(rule.kind, Kind::Authorization)
             && value_end < bytes.len()
@@ -243,6 +248,20 @@ mod tests {
         assert_eq!(key.len(), 39);
         assert_eq!(redact(&format!("bad key {key}.")), "bad key [REDACTED].");
         assert_eq!(redact("AIza short"), "AIza short");
+    }
+
+    #[test]
+    fn redacting_twice_is_redacting_once() {
+        for text in [
+            "url?key=AIzaSy-secret&x=1",
+            "x-goog-api-key: secret",
+            "Authorization: Bearer abc",
+            "sent bearer abc",
+            r#"{"authorization": "Basic dXNl"}"#,
+        ] {
+            let once = redact(text).into_owned();
+            assert_eq!(redact(&once), once, "{text}");
+        }
     }
 
     #[test]

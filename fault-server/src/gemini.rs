@@ -1,0 +1,296 @@
+//! A stand-in for Gemini's `generateContent`: valid answers about the image it is sent, and,
+//! at a seeded rate, the faults the real API is known for.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::{Fault, Recorded};
+
+/// How often and how the fake Gemini misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeminiFaults {
+    /// The share of requests, from 0.0 to 1.0, that meet a fault instead of an answer.
+    pub fault_rate: f64,
+    /// Seeds the choice of faults: the same seed and the same order of requests give the
+    /// same faults.
+    pub seed: u64,
+    /// How long a stalled request waits before its connection closes; make it longer than
+    /// the client's timeout.
+    pub stall: Duration,
+}
+
+impl Default for GeminiFaults {
+    /// A fault on 30 % of the requests, seed 42, stalls of 5 s.
+    fn default() -> Self {
+        Self {
+            fault_rate: 0.3,
+            seed: 42,
+            stall: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `retryDelay` of the fake's per-minute 429s: short, so demos do not drag.
+pub const FAKE_RETRY_DELAY: &str = "0.3s";
+
+/// Decides the answer of the fake Gemini to each request; [`FaultServer::gemini`] serves it.
+///
+/// - `POST /v1beta/models/{model}:generateContent` with a JSON body gets a valid answer
+///   whose text describes the image sent inline (`"a 2048-byte image/png image"`), or, with
+///   probability `fault_rate`, one of: a 429 with `RetryInfo` ([`FAKE_RETRY_DELAY`]), a 503,
+///   a 500, a stall of `stall`, a reset mid-body.
+/// - A prompt whose text contains `per-day` always gets the per-day quota 429, and no other
+///   request ever does: the demo of "not retried" is opt-in.
+/// - Another path gets a 404, another method a 405, a body that is not JSON a 400, each in
+///   Gemini's error format.
+///
+/// [`FaultServer::gemini`]: crate::FaultServer::gemini
+#[derive(Debug, Clone)]
+pub struct FakeGemini {
+    faults: GeminiFaults,
+    rng: SmallRng,
+}
+
+impl FakeGemini {
+    /// A fake that misbehaves as `faults` says.
+    pub fn new(faults: GeminiFaults) -> Self {
+        Self {
+            faults,
+            rng: SmallRng::seed_from_u64(faults.seed),
+        }
+    }
+
+    /// The answer to `request`.
+    pub fn answer(&mut self, request: &Recorded) -> Fault {
+        let Some(model) = request
+            .path
+            .strip_prefix("/v1beta/models/")
+            .and_then(|rest| rest.strip_suffix(":generateContent"))
+            .filter(|model| !model.is_empty() && !model.contains('/'))
+        else {
+            return Fault::gemini_error(
+                404,
+                "NOT_FOUND",
+                "Requested entity was not found: the fake serves \
+                 POST /v1beta/models/{model}:generateContent",
+            );
+        };
+        if request.method != "POST" {
+            return Fault::gemini_error(405, "METHOD_NOT_ALLOWED", "Use POST.");
+        }
+        let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+            return Fault::gemini_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
+        };
+        let prompt = prompt_text(&body);
+        if prompt.contains("per-day") {
+            return Fault::gemini_429_per_day();
+        }
+        // Clamped so that a rate outside 0..=1 (or NaN) cannot make `random_bool` panic.
+        let rate = if self.faults.fault_rate.is_nan() {
+            0.0
+        } else {
+            self.faults.fault_rate.clamp(0.0, 1.0)
+        };
+        if self.rng.random_bool(rate) {
+            return match self.rng.random_range(0..5u8) {
+                0 => Fault::gemini_429(FAKE_RETRY_DELAY),
+                1 => Fault::gemini_error(
+                    503,
+                    "UNAVAILABLE",
+                    "The model is overloaded. Please try again later.",
+                ),
+                2 => Fault::gemini_error(
+                    500,
+                    "INTERNAL",
+                    "An internal error has occurred. Please retry or report in \
+                     https://developers.generativeai.google/guide/troubleshooting",
+                ),
+                3 => Fault::Stall(self.faults.stall),
+                _ => Fault::ResetMidBody,
+            };
+        }
+        Fault::gemini_ok(&describe(model, &body))
+    }
+}
+
+/// The text parts of every content, joined.
+fn prompt_text(body: &Value) -> String {
+    parts(body)
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn parts(body: &Value) -> impl Iterator<Item = &Value> {
+    body.get("contents")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|content| content.get("parts").and_then(Value::as_array))
+        .flatten()
+}
+
+/// What the fake "sees": the size and type of each inline image (either JSON spelling).
+fn describe(model: &str, body: &Value) -> String {
+    let images: Vec<String> = parts(body)
+        .filter_map(|part| part.get("inline_data").or_else(|| part.get("inlineData")))
+        .map(|data| {
+            let mime = data
+                .get("mime_type")
+                .or_else(|| data.get("mimeType"))
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            let size = data
+                .get("data")
+                .and_then(Value::as_str)
+                .map_or(0, decoded_len);
+            format!("a {size}-byte {mime} image")
+        })
+        .collect();
+    if images.is_empty() {
+        format!("{model} saw no image, only text.")
+    } else {
+        format!("{model} saw {}.", images.join(", "))
+    }
+}
+
+/// The length of the bytes that base64 `data` encodes, without decoding it.
+fn decoded_len(data: &str) -> usize {
+    let symbols = data.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+    let padding = data
+        .trim_end()
+        .bytes()
+        .rev()
+        .take_while(|&b| b == b'=')
+        .count();
+    (symbols / 4 * 3 + symbols % 4 * 3 / 4).saturating_sub(padding)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn request(path: &str, body: &str) -> Recorded {
+        Recorded {
+            method: "POST".into(),
+            path: path.into(),
+            query: None,
+            headers: Vec::new(),
+            body: body.into(),
+            received: Instant::now(),
+        }
+    }
+
+    const PATH: &str = "/v1beta/models/gemini-2.0-flash:generateContent";
+
+    fn image_request(prompt: &str) -> Recorded {
+        // "AAAA" * 512 decodes to 1536 bytes.
+        let body = serde_json::json!({ "contents": [{ "parts": [
+            { "text": prompt },
+            { "inline_data": { "mime_type": "image/png", "data": "AAAA".repeat(512) } }
+        ]}]});
+        request(PATH, &body.to_string())
+    }
+
+    fn no_faults() -> GeminiFaults {
+        GeminiFaults {
+            fault_rate: 0.0,
+            ..GeminiFaults::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_answer_describes_the_image() {
+        let fault = FakeGemini::new(no_faults()).answer(&image_request("Describe it"));
+        let Fault::Respond { status, body, .. } = fault else {
+            panic!("not an answer")
+        };
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"][0]["text"],
+            "gemini-2.0-flash saw a 1536-byte image/png image."
+        );
+    }
+
+    #[test]
+    fn base64_lengths() {
+        for (data, len) in [
+            ("", 0),
+            ("QQ==", 1),
+            ("QUI=", 2),
+            ("QUJD", 3),
+            ("QQ", 1),
+            ("QUI", 2),
+        ] {
+            assert_eq!(decoded_len(data), len, "{data}");
+        }
+    }
+
+    #[test]
+    fn faults_are_seeded_and_follow_the_rate() {
+        let faults = GeminiFaults {
+            fault_rate: 0.5,
+            seed: 7,
+            stall: Duration::from_millis(1),
+        };
+        let run = |n| {
+            let mut fake = FakeGemini::new(faults);
+            (0..n)
+                .map(|_| fake.answer(&image_request("x")))
+                .collect::<Vec<_>>()
+        };
+        let first = run(200);
+        assert_eq!(first, run(200), "same seed, same faults");
+        let ok = first
+            .iter()
+            .filter(|f| matches!(f, Fault::Respond { status: 200, .. }))
+            .count();
+        assert!((60..140).contains(&ok), "{ok} answers of 200");
+        let mut always = FakeGemini::new(GeminiFaults {
+            fault_rate: 1.0,
+            ..faults
+        });
+        for _ in 0..50 {
+            let fault = always.answer(&image_request("x"));
+            assert!(!matches!(fault, Fault::Respond { status: 200, .. }));
+            assert_ne!(fault, Fault::gemini_429_per_day());
+        }
+    }
+
+    #[test]
+    fn per_day_only_when_asked() {
+        let mut fake = FakeGemini::new(no_faults());
+        assert_eq!(
+            fake.answer(&image_request("simulate a per-day quota")),
+            Fault::gemini_429_per_day()
+        );
+    }
+
+    #[test]
+    fn wrong_requests_get_gemini_errors() {
+        let mut fake = FakeGemini::new(GeminiFaults {
+            fault_rate: f64::NAN,
+            ..no_faults()
+        });
+        let status = |f: Fault| match f {
+            Fault::Respond { status, .. } => status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            status(fake.answer(&request("/v1beta/models/:generateContent", "{}"))),
+            404
+        );
+        assert_eq!(status(fake.answer(&request("/elsewhere", "{}"))), 404);
+        assert_eq!(status(fake.answer(&request(PATH, "not json"))), 400);
+        let mut get = request(PATH, "{}");
+        get.method = "GET".into();
+        assert_eq!(status(fake.answer(&get)), 405);
+        assert_eq!(status(fake.answer(&request(PATH, "{}"))), 200);
+    }
+}
