@@ -324,6 +324,7 @@ mod tests {
     fn debug_redacts_the_last_error_too() {
         #[derive(Debug)]
         struct ClientError {
+            #[allow(dead_code)] // read only through `Debug`, which is the point
             url: &'static str,
         }
         impl fmt::Display for ClientError {
