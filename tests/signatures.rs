@@ -1706,3 +1706,33 @@ impl Outer {
 fn items_defined_by_a_macro_in_the_body_keep_their_own_self() {
     assert_eq!(Outer(41).with_local_type().unwrap(), 42);
 }
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+async fn takes_a_cell(counter: std::cell::Cell<u32>, #[no_clone] label: String) -> io::Result<u32> {
+    counter.set(counter.get() + 1);
+    tokio::task::yield_now().await;
+    Ok(counter.get() + label.len() as u32)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_but_not_sync_by_value_argument_keeps_the_future_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let future = takes_a_cell(std::cell::Cell::new(1), "ab".to_owned());
+    assert_send(&future);
+    assert_eq!(future.await.unwrap(), 4);
+}
+
+struct Spelled;
+
+impl Spelled {
+    #[retry_with_backoff(max_retries = 2, base_delay = 0, jitter = 0)]
+    fn spell(&self) -> io::Result<(&'static str, &'static str)> {
+        let _ = self;
+        Ok((stringify!(self), concat!("{self}", "!")))
+    }
+}
+
+#[test]
+fn macros_that_read_text_see_self_as_written() {
+    assert_eq!(Spelled.spell().unwrap(), ("self", "{self}!"));
+}

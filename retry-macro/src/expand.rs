@@ -5,30 +5,38 @@
 //! #[retry_with_backoff(max_retries = 3)]
 //! fn fetch(&self, url: String) -> io::Result<Page> { get(self, url) }
 //! ```
-//! Output (sync; an `async fn` awaits an `async { .. }` block instead of calling a closure,
-//! and sleeps with `sleep_async(..).await`):
+//! Output (sync; simplified: the real locals are `__resilience_*` at mixed-site hygiene):
 //! ```ignore
 //! fn fetch(&self, url: String) -> io::Result<Page> {
 //!     const POLICY: RetryPolicy = RetryPolicy::__from_validated(3, ..);
 //!     let mut attempts = Attempts::start(&POLICY, "fetch", now_current);
-//!     let mut attempt = || {
-//!         let __self = self;
-//!         let url = fresh(&url);
-//!         { get(__self, url) }
-//!     };
+//!     let mut attempt = attempt_fn::<io::Result<Page>, _>(|| {
+//!         let self_ = self;             // the body's `self` is renamed to this alias
+//!         let url = fresh(&url);        // by-value arguments: a clone per attempt
+//!         { get(self_, url) }
+//!     });
 //!     loop {
-//!         let error = match split(attempt()) {
+//!         let outcome = attempt();
+//!         let delay = match split(outcome) {
 //!             Ok(done) => { attempts.succeeded(); return done; }
-//!             Err(error) => error,
+//!             Err(error) => {
+//!                 let text = error_text(&error);            // redacted, for log and error
+//!                 let classified = (&&&&Probe(&error, &text)).__resilience_classify();
+//!                 match attempts.after_failure(classified, &text, now_current) {
+//!                     Next::Retry(delay) => delay,
+//!                     Next::Return => return fail(error),
+//!                     Next::GiveUp(reason) => return fail(give_up_as(
+//!                         (&&Keep::new(error)).__resilience_give_up(&attempts, reason, text),
+//!                     )),
+//!                 }
+//!             }
 //!         };
-//!         match attempts.after_failure(classify(&error), &error, now_current) {
-//!             Next::Retry(delay) => sleep_current(delay),
-//!             Next::Return => return fail(error),
-//!             Next::GiveUp(reason) => return fail(give_up_as(keep(error).give_up(&attempts, reason))),
-//!         }
+//!         sleep_current(delay);
 //!     }
 //! }
 //! ```
+//! An `async fn` makes the clones and reborrows in the loop, then awaits an `async move`
+//! block (cut off by `until_deadline` when `timeout` is set) and `sleep_async(delay)`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -50,6 +58,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let Params {
         sig: outer_sig,
         rebinds,
+        borrows,
         has_receiver,
     } = crate::signature::params(&sig);
     let mut body: Vec<Stmt> = body.unwrap_or_default();
@@ -110,8 +119,11 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
 
     let builtin = quote_spanned!(ret_span=> {
         #[allow(unused_imports)]
-        use #rt_ret::{ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _};
-        (&&&#rt_ret::Probe(&#error, &#text)).__resilience_classify()
+        use #rt_ret::{
+            ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _,
+            ClassifyByTypeAndChain as _,
+        };
+        (&&&&#rt_ret::Probe(&#error, &#text)).__resilience_classify()
     });
     let classify = match retry_if {
         None => builtin,
@@ -157,21 +169,26 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         Some(ty) => quote!(#rt::attempt_fn::<#ty, _>(|| #attempt_body)),
         None => quote!(|| #attempt_body),
     };
-    // An async block's output type cannot be given from outside; a `return` of that type,
-    // never taken, fixes it before the body is checked (the same trick as async-trait's).
+    // An async attempt takes its fresh copies and reborrows by move, made just before it:
+    // holding `&T` of a by-value `T` across an `.await` would make the future `Send` only
+    // when `T: Sync`. An async block's output type cannot be given from outside; a `return`
+    // of that type, never taken, fixes it before the body is checked (as async-trait does).
+    let typed = local("__resilience_typed");
     let attempt_future = match ret_ty {
-        Some(ty) => quote!(async {
-            if let ::core::option::Option::Some(__resilience_typed) =
-                ::core::option::Option::None::<#ty>
-            {
+        Some(ty) => quote!(async move {
+            if let ::core::option::Option::Some(#typed) = ::core::option::Option::None::<#ty> {
                 #[allow(unreachable_code)]
-                return __resilience_typed;
+                return #typed;
             }
-            #(#rebinds)*
             { #(#body)* }
         }),
-        None => quote!(async #attempt_body),
+        None => quote!(async move { #(#body)* }),
     };
+    let attempt_future = quote!({
+        #(#rebinds)*
+        #(#borrows)*
+        #attempt_future
+    });
 
     let (now, run_attempt, sleep) = if sig.asyncness.is_some() {
         let run = if timeout_nanos == 0 {

@@ -15,9 +15,11 @@ use quote::quote;
 /// error, and returns a `MediaProcessingError` (through `From`) once the attempts are spent.
 ///
 /// Arguments, all optional: `max_retries = 5` (total attempts), `base_delay = 1.0`,
-/// `max_delay = 30.0`, `jitter = 1.0`, `timeout = <seconds>` (the whole call), and
+/// `max_delay = 30.0`, `jitter = 1.0`, `timeout = <seconds>` (the whole call),
+/// `max_hint = 120.0` (the longest server-requested wait honoured), and
 /// `retry_if = <path or closure>` (a predicate over `&E` that answers first). Mark a by-value
 /// parameter `#[no_clone]` when the body only borrows it and its type is not `Clone`.
+/// An `async fn` needs the `tokio` feature of `resilience` (on by default).
 ///
 /// See the `resilience` crate for examples.
 #[proc_macro_attribute]
@@ -35,21 +37,16 @@ pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
     signature::check(&function, &mut errors);
     match (errors.finish(()), settings) {
         (Ok(()), Some(settings)) => expand::expand(function, settings).into(),
-        (Err(error), _) => {
-            let error = error.to_compile_error();
+        // `args::parse` returns `None` only after recording an error, so this arm reports it.
+        (result, _) => {
+            let error = result.err().map(|e| e.to_compile_error());
             // The item as written still compiles on its own, so the user sees only our errors.
             quote!(#error #function).into()
         }
-        (Ok(()), None) => quote!(#function).into(),
     }
 }
 
 fn with_errors(errors: args::Errors, item: proc_macro2::TokenStream) -> TokenStream {
-    match errors.finish(()) {
-        Ok(()) => item.into(),
-        Err(error) => {
-            let error = error.to_compile_error();
-            quote!(#error #item).into()
-        }
-    }
+    let error = errors.finish(()).err().map(|e| e.to_compile_error());
+    quote!(#error #item).into()
 }

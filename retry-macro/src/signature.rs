@@ -249,6 +249,9 @@ pub fn is_no_clone(attr: &Attribute) -> bool {
 pub struct Params {
     pub sig: Signature,
     pub rebinds: Vec<TokenStream>,
+    /// `let x = &x;` for each `#[no_clone]` parameter: an `async move` attempt must borrow
+    /// what it may not clone (a sync closure borrows it by itself).
+    pub borrows: Vec<TokenStream>,
     pub has_receiver: bool,
 }
 
@@ -261,6 +264,7 @@ pub fn self_alias(span: Span) -> Ident {
 pub fn params(sig: &Signature) -> Params {
     let mut sig = sig.clone();
     let mut rebinds = Vec::new();
+    let mut borrows = Vec::new();
     let mut has_receiver = false;
     for arg in &mut sig.inputs {
         match arg {
@@ -278,7 +282,12 @@ pub fn params(sig: &Signature) -> Params {
                     .collect();
                 let cfgs = quote!(#(#cfgs)*);
                 match (&*typed.ty, no_clone) {
-                    (_, true) => {}
+                    (_, true) => {
+                        let mut pat = (*typed.pat).clone();
+                        for Binding { ident, .. } in by_value_bindings(&mut pat) {
+                            borrows.push(quote!(#cfgs let #ident = &#ident;));
+                        }
+                    }
                     (Type::Reference(r), _) => {
                         if let Pat::Ident(PatIdent {
                             ident, mutability, ..
@@ -316,6 +325,7 @@ pub fn params(sig: &Signature) -> Params {
     Params {
         sig,
         rebinds,
+        borrows,
         has_receiver,
     }
 }
@@ -412,14 +422,69 @@ impl VisitMut for RenameSelf {
     }
 
     fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
-        // A macro whose input defines functions or impls has its own `self`s there.
-        if !defines_items(&mac.tokens) {
-            mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens));
+        let name = mac.path.segments.last().map(|s| s.ident.to_string());
+        let name = name.as_deref().unwrap_or_default();
+        // Macros that read their tokens as text (`stringify!(self)`, `concat!("{self}")`) must
+        // see what the user wrote; a macro whose input defines functions or impls has its own
+        // `self`s there.
+        if LITERAL_MACROS.contains(&name) || defines_items(&mac.tokens) {
+            return;
         }
+        let format_strings = FORMAT_MACROS.contains(&name);
+        mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens), format_strings);
     }
 
     fn visit_item_mut(&mut self, _: &mut syn::Item) {}
 }
+
+/// Macros whose input is text, not code.
+const LITERAL_MACROS: &[&str] = &[
+    "stringify",
+    "concat",
+    "include",
+    "include_str",
+    "include_bytes",
+    "env",
+    "option_env",
+    "cfg",
+    "compile_error",
+    "line",
+    "column",
+    "file",
+    "module_path",
+];
+
+/// Macros whose string literal is a format string that may capture `{self}` by name.
+const FORMAT_MACROS: &[&str] = &[
+    "format",
+    "format_args",
+    "print",
+    "println",
+    "eprint",
+    "eprintln",
+    "write",
+    "writeln",
+    "panic",
+    "assert",
+    "assert_eq",
+    "assert_ne",
+    "debug_assert",
+    "debug_assert_eq",
+    "debug_assert_ne",
+    "unreachable",
+    "todo",
+    "unimplemented",
+    "trace",
+    "debug",
+    "info",
+    "warn",
+    "error",
+    "event",
+    "anyhow",
+    "bail",
+    "ensure",
+    "format_err",
+];
 
 fn defines_items(tokens: &TokenStream) -> bool {
     tokens.clone().into_iter().any(|token| match token {
@@ -462,7 +527,7 @@ fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_m
     Some(renamed)
 }
 
-fn rename_self_tokens(tokens: TokenStream) -> TokenStream {
+fn rename_self_tokens(tokens: TokenStream, format_strings: bool) -> TokenStream {
     let mut out: Vec<TokenTree> = Vec::new();
     let mut tokens = tokens.into_iter().peekable();
     while let Some(token) = tokens.next() {
@@ -477,15 +542,17 @@ fn rename_self_tokens(tokens: TokenStream) -> TokenStream {
                 }
             }
             TokenTree::Group(group) => {
-                let mut renamed =
-                    proc_macro2::Group::new(group.delimiter(), rename_self_tokens(group.stream()));
+                let inner = rename_self_tokens(group.stream(), format_strings);
+                let mut renamed = proc_macro2::Group::new(group.delimiter(), inner);
                 renamed.set_span(group.span());
                 TokenTree::Group(renamed)
             }
-            TokenTree::Literal(literal) => match rename_self_in_format_string(&literal) {
-                Some(renamed) => TokenTree::Literal(renamed),
-                None => TokenTree::Literal(literal),
-            },
+            TokenTree::Literal(literal) if format_strings => {
+                match rename_self_in_format_string(&literal) {
+                    Some(renamed) => TokenTree::Literal(renamed),
+                    None => TokenTree::Literal(literal),
+                }
+            }
             other => other,
         });
     }

@@ -8,7 +8,6 @@
 
 use std::cell::Cell;
 use std::fmt::Display;
-use std::time::Duration;
 
 pub use crate::attempts::{Attempts, Next};
 pub use crate::classify::{Classified, Rule, Verdict};
@@ -18,7 +17,9 @@ pub use crate::policy::RetryPolicy;
 pub use crate::sleep::{now_async, sleep_async, until_deadline};
 pub use crate::sleep::{now_current, sleep_current};
 
-use crate::classify::{Classify, classify_chain, classify_message, classify_own};
+use crate::classify::{
+    Classify, classify_chain, classify_message, classify_own, classify_own_error,
+};
 use crate::error::{BoxError, GiveUpReason};
 
 /// Implemented by `Result<T, E>` only, so that aliases such as `io::Result<T>` pass and
@@ -184,10 +185,24 @@ pub fn ask<E: ?Sized, V: IntoVerdict>(
 
 /// Wraps a reference to the error and its text so that method lookup picks the most
 /// specific rule set; see the `Classify*` traits below. Call as
-/// `(&&&Probe(&error, &text)).__resilience_classify()`.
+/// `(&&&&Probe(&error, &text)).__resilience_classify()`.
 pub struct Probe<'a, E: ?Sized>(pub &'a E, pub &'a str);
 
-/// Most specific: the error type implements [`Classify`].
+/// Most specific: the error type implements [`Classify`] and `std::error::Error`: its own
+/// answer, with the server's words and the typed and text rules along its chain around it.
+pub trait ClassifyByTypeAndChain {
+    /// The type's answer within the chain rules.
+    fn __resilience_classify(&self) -> Classified;
+}
+
+impl<E: Classify + std::error::Error + 'static> ClassifyByTypeAndChain for &&&Probe<'_, E> {
+    #[inline]
+    fn __resilience_classify(&self) -> Classified {
+        classify_own_error(self.0)
+    }
+}
+
+/// Next: the error type implements [`Classify`] only.
 pub trait ClassifyByType {
     /// The error type's own answer.
     fn __resilience_classify(&self) -> Classified;
@@ -281,6 +296,3 @@ impl<E> GiveUpKeepingText for Keep<E> {
         attempts.give_up(reason, text, None)
     }
 }
-
-/// Keeps `Duration` nameable for the expansion without a `use`.
-pub type Seconds = Duration;

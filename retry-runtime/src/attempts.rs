@@ -164,7 +164,8 @@ impl<'p> Attempts<'p> {
         let reason = GiveUpReason::DeadlineExceeded { timeout };
         let message = last.to_string();
         let _ = self.stop(&message, reason);
-        self.give_up(reason, message, Some(Box::new(last)))
+        // The running attempt had no answer, so no hint of its own.
+        MediaProcessingError::new(self.attempt, reason, message, Some(Box::new(last)))
     }
 }
 

@@ -16,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::error::MediaProcessingError;
 use crate::hint::{ServerWords, read_text};
 
 /// One rule's answer about one error.
@@ -103,11 +104,14 @@ pub trait Classify {
 
 /// Which rule gave the final answer; logged with a give-up or a non-retryable error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rule {
     /// The function's `retry_if` predicate.
     Predicate,
     /// What the server said: a per-day quota.
     ServerWords,
+    /// A retried call inside already gave up (`MediaProcessingError` in the chain).
+    GaveUp,
     /// The error type's own [`Classify`] implementation.
     ErrorType,
     /// A typed error in the chain, such as an [`io::Error`]'s kind.
@@ -123,6 +127,7 @@ impl fmt::Display for Rule {
         f.write_str(match self {
             Rule::Predicate => "decided by `retry_if`",
             Rule::ServerWords => "the server names a per-day quota",
+            Rule::GaveUp => "an inner retried call already gave up",
             Rule::ErrorType => "decided by the error type's `Classify`",
             Rule::Typed => "decided by the error's type",
             Rule::Text => "decided by the error's text",
@@ -165,6 +170,7 @@ impl Classified {
 
     /// The same answer, with the server's delay hint.
     #[inline]
+    #[must_use]
     pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
         Self {
             retry_after,
@@ -279,17 +285,53 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Verdict {
 
 /// [`classify_error`] with the rule that decided and the server's delay hint.
 pub fn classify_chain(error: &(dyn Error + 'static)) -> Classified {
+    classify_chain_with(error, None, || None)
+}
+
+/// The rules for an error type with its own [`Classify`] answer that is also an
+/// `std::error::Error`: the server's words along the whole chain, then the type's answer,
+/// then (where it said `Unknown`) the typed and text rules along the chain.
+pub fn classify_own_error<E: Classify + Error + 'static>(error: &E) -> Classified {
+    classify_chain_with(error, error.retry_after(), || error.classified())
+}
+
+/// The rules in SPEC order over `error`'s chain, with `own` (a type's own answer) first
+/// among the typed rules and `own_hint` before any hint found in the chain.
+fn classify_chain_with(
+    error: &(dyn Error + 'static),
+    own_hint: Option<Duration>,
+    own: impl FnOnce() -> Option<Classified>,
+) -> Classified {
     // Each link's text is needed by two rules; format it once (this is the failure path).
     let links: Vec<(&(dyn Error + 'static), String)> =
         chain(error).map(|link| (link, link.to_string())).collect();
+    // An inner retried call that already gave up is not retried again by an outer one: that
+    // would multiply the attempts (3 outer x 3 inner = 9 calls).
+    if links
+        .iter()
+        .any(|(link, _)| link.is::<MediaProcessingError>())
+    {
+        return Classified {
+            verdict: Verdict::NotRetryable,
+            rule: Rule::GaveUp,
+            retry_after: None,
+        };
+    }
     let words = links
         .iter()
         .map(|(link, text)| server_words(*link, text))
         .fold(ServerWords::default(), ServerWords::or);
+    let words = ServerWords {
+        retry_after: own_hint.or(words.retry_after),
+        ..words
+    };
     decide(words, || {
-        links
-            .iter()
-            .find_map(|(link, _)| Classified::by(Rule::Typed, classify_typed(*link)))
+        own()
+            .or_else(|| {
+                links
+                    .iter()
+                    .find_map(|(link, _)| Classified::by(Rule::Typed, classify_typed(*link)))
+            })
             .or_else(|| links.iter().find_map(|(_, text)| text_rule(text)))
     })
 }
@@ -634,6 +676,41 @@ mod tests {
         let e = crate::http::HttpError::new(400, None, r#"{"error": "field timeout invalid"}"#);
         assert_eq!(classify_chain(&e).verdict, Verdict::NotRetryable);
         assert_eq!(classify_chain(&e).rule, Rule::Typed);
+    }
+
+    #[test]
+    fn a_type_that_says_unknown_keeps_the_chain_rules() {
+        #[derive(Debug)]
+        struct Own(Wrapped);
+        impl fmt::Display for Own {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("analysis failed")
+            }
+        }
+        impl Error for Own {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        impl Classify for Own {
+            fn classify(&self) -> Verdict {
+                Verdict::Unknown
+            }
+        }
+        let reset = Own(Wrapped {
+            message: "inner",
+            source: Some(Box::new(io::Error::from(io::ErrorKind::ConnectionReset))),
+        });
+        assert_eq!(classify_own_error(&reset).rule, Rule::Typed);
+        assert!(classify_own_error(&reset).is_retryable());
+    }
+
+    #[test]
+    fn an_inner_give_up_is_not_retried_again() {
+        let inner = MediaProcessingError::exhausted(3, io::Error::from(io::ErrorKind::TimedOut));
+        assert_eq!(classify_chain(&inner).rule, Rule::GaveUp);
+        let wrapped = io::Error::new(io::ErrorKind::TimedOut, inner);
+        assert_eq!(classify_chain(&wrapped).verdict, Verdict::NotRetryable);
     }
 
     #[test]

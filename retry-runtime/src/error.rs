@@ -117,6 +117,7 @@ impl MediaProcessingError {
     }
 
     /// The same error, carrying the wait the server asked for.
+    #[must_use]
     pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
         Self {
             retry_after,

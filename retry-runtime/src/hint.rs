@@ -62,7 +62,8 @@ pub fn google_duration(value: &str) -> Option<Duration> {
         return None;
     }
     let seconds: f64 = seconds.parse().ok()?;
-    Duration::try_from_secs_f64(seconds).ok()
+    // A delay too long for a `Duration` still means "longer than any cap".
+    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 /// An HTTP `Retry-After` value: delta-seconds, or an HTTP date (one in the past means 0).
@@ -217,7 +218,11 @@ mod tests {
 
     #[test]
     fn bad_durations_are_ignored() {
-        for bad in ["", "s", "53", "-1s", "1e9999s", "abc", "5 s", "1.2.3s"] {
+        assert_eq!(
+            google_duration("99999999999999999999999s"),
+            Some(Duration::MAX)
+        );
+        for bad in ["", "s", "53", "-1s", "1e9999s", "abc", "5 s", "1.2.3s", "."] {
             assert_eq!(google_duration(bad), None, "{bad:?}");
         }
         assert_eq!(read_text("retryDelay: soon").retry_after, None);
