@@ -7,7 +7,7 @@
 //! a fake Gemini server on 127.0.0.1 that injects faults, so it needs no network and no key.
 //!
 //! ```text
-//! cargo run --example gemini_vision                        # local fake Gemini, 35% faults
+//! cargo run --example gemini_vision                        # local fake Gemini, 50% faults
 //! cargo run --example gemini_vision -- --fault-rate 0.8    # a very bad day
 //! cargo run --example gemini_vision -- --seed 7            # another sequence of faults
 //! cargo run --example gemini_vision -- --per-day-quota     # a 429 that is not retried
@@ -396,8 +396,8 @@ Usage: cargo run --example gemini_vision -- [OPTIONS]
 Options:
   --images DIR         analyse the images in DIR (png, jpg, webp, heic) instead of ten
                        generated ones
-  --fault-rate RATE    share of requests the local fake server fails, 0 to 1 [default: 0.35]
-  --seed N             seed of the fake server's faults [default: 42]
+  --fault-rate RATE    share of requests the local fake server fails, 0 to 1 [default: 0.5]
+  --seed N             seed of the fake server's faults [default: 3]
   --concurrency N      images analysed at the same time [default: 4]
   --model NAME         Gemini model [default: gemini-2.0-flash]
   --per-day-quota      make the fake server answer that the daily quota is spent: a 429 that
@@ -408,8 +408,8 @@ Options:
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut args = Args {
         images: None,
-        fault_rate: 0.35,
-        seed: 42,
+        fault_rate: 0.5,
+        seed: 3,
         real: false,
         model: DEFAULT_MODEL.to_owned(),
         concurrency: 4,

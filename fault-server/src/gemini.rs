@@ -1,6 +1,8 @@
 //! A stand-in for Gemini's `generateContent`: valid answers about the image it is sent, and,
 //! at a seeded rate, the faults the real API is known for.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -14,8 +16,9 @@ use crate::{Fault, Recorded};
 pub struct GeminiFaults {
     /// The share of requests, from 0.0 to 1.0, that meet a fault instead of an answer.
     pub fault_rate: f64,
-    /// Seeds the choice of faults: the same seed and the same order of requests give the
-    /// same faults.
+    /// Seeds the choice of faults: the same seed gives each request the same fault, whatever
+    /// order concurrent requests arrive in (the choice depends on the seed, the request's
+    /// content and how many times that content was sent before).
     pub seed: u64,
     /// How long a stalled request waits before its connection closes; make it longer than
     /// the client's timeout.
@@ -51,7 +54,9 @@ pub const FAKE_RETRY_DELAY: &str = "0.3s";
 #[derive(Debug, Clone)]
 pub struct FakeGemini {
     faults: GeminiFaults,
-    rng: SmallRng,
+    /// How many times each request content (by hash) was seen: retries of one image get
+    /// fresh draws, and the draws do not depend on the other images.
+    seen: HashMap<u64, u64>,
 }
 
 impl FakeGemini {
@@ -59,8 +64,20 @@ impl FakeGemini {
     pub fn new(faults: GeminiFaults) -> Self {
         Self {
             faults,
-            rng: SmallRng::seed_from_u64(faults.seed),
+            seen: HashMap::new(),
         }
+    }
+
+    /// The generator for this request: seeded by the seed, the content and its repetition.
+    fn rng_for(&mut self, body: &str) -> SmallRng {
+        let mut hasher = DefaultHasher::new();
+        body.hash(&mut hasher);
+        let content = hasher.finish();
+        let repetition = self.seen.entry(content).or_insert(0);
+        *repetition += 1;
+        let mut hasher = DefaultHasher::new();
+        (self.faults.seed, content, *repetition).hash(&mut hasher);
+        SmallRng::seed_from_u64(hasher.finish())
     }
 
     /// The answer to `request`.
@@ -94,8 +111,9 @@ impl FakeGemini {
         } else {
             self.faults.fault_rate.clamp(0.0, 1.0)
         };
-        if self.rng.random_bool(rate) {
-            return match self.rng.random_range(0..5u8) {
+        let mut rng = self.rng_for(&request.body);
+        if rng.random_bool(rate) {
+            return match rng.random_range(0..5u8) {
                 0 => Fault::gemini_429(FAKE_RETRY_DELAY),
                 1 => Fault::gemini_error(
                     503,
@@ -202,6 +220,41 @@ mod tests {
             fault_rate: 0.0,
             ..GeminiFaults::default()
         }
+    }
+
+    #[test]
+    fn faults_do_not_depend_on_the_order_of_requests() {
+        let half = GeminiFaults {
+            fault_rate: 0.5,
+            seed: 7,
+            ..GeminiFaults::default()
+        };
+        let prompts: Vec<String> = (0..6).map(|i| format!("image {i}")).collect();
+        let mut forward = FakeGemini::new(half);
+        let mut backward = FakeGemini::new(half);
+        let mut seen_forward = Vec::new();
+        for round in 0..3 {
+            for prompt in &prompts {
+                seen_forward.push((
+                    round,
+                    prompt.clone(),
+                    forward.answer(&image_request(prompt)),
+                ));
+            }
+        }
+        for round in 0..3 {
+            for prompt in prompts.iter().rev() {
+                let answer = backward.answer(&image_request(prompt));
+                let expected = seen_forward
+                    .iter()
+                    .find(|(r, p, _)| *r == round && p == prompt)
+                    .map(|(_, _, a)| a.clone());
+                assert_eq!(Some(answer), expected, "round {round}, {prompt}");
+            }
+        }
+        // Retries of one request get fresh draws: not every answer to it is the same.
+        let answers: Vec<Fault> = seen_forward.iter().map(|(_, _, a)| a.clone()).collect();
+        assert!(answers.windows(2).any(|w| w[0] != w[1]));
     }
 
     #[test]
