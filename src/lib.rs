@@ -26,7 +26,7 @@
 
 pub use retry_macro::retry_with_backoff;
 pub use retry_runtime::{
-    BoxError, BuiltinRules, Classified, Classifier, Classify, DeadlineExceeded, GiveUpReason,
+    BoxError, BuiltinRules, ChainRules, Classified, Classifier, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, Retry, RetryPolicy, Rule, Verdict,
     attempts, backoff, classify, error, hint, http, policy, redact, sleep,
 };

@@ -670,3 +670,34 @@ async fn call_async_future_is_send_and_dropping_it_mid_wait_stops_attempts() {
     tokio::time::sleep(secs(120.0)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[derive(Debug, thiserror::Error)]
+enum PlainError {
+    #[error("fetch failed")]
+    Fetch(#[source] io::Error),
+    #[error(transparent)]
+    Exhausted(#[from] MediaProcessingError),
+}
+
+#[test]
+fn chain_rules_classify_a_plain_error_enum_by_its_source() {
+    let policy = RetryPolicy::builder()
+        .max_retries(3)
+        .jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let calls = Cell::new(0);
+    let (result, clock): (Result<(), PlainError>, _) = on_virtual_clock(|| {
+        Retry::new(&policy)
+            .classify_with(resilience::ChainRules)
+            .call(|| {
+                calls.set(calls.get() + 1);
+                Err(PlainError::Fetch(io::Error::from(
+                    io::ErrorKind::ConnectionReset,
+                )))
+            })
+    });
+    assert_eq!(calls.get(), 3);
+    assert_eq!(clock.sleeps().len(), 2);
+    assert!(matches!(result, Err(PlainError::Exhausted(e)) if e.attempts() == 3));
+}

@@ -28,4 +28,4 @@ pub mod __private;
 pub use classify::{Classified, Classify, Rule, Verdict};
 pub use error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};
-pub use retry::{BuiltinRules, Classifier, Retry};
+pub use retry::{BuiltinRules, ChainRules, Classifier, Retry};

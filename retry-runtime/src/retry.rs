@@ -4,7 +4,9 @@
 use std::fmt::Display;
 
 use crate::attempts::{Attempts, Next};
-use crate::classify::{Classified, Classify, Rule, Verdict, classify_message, classify_own};
+use crate::classify::{
+    Classified, Classify, Rule, Verdict, classify_chain, classify_message, classify_own,
+};
 use crate::error::{BoxError, MediaProcessingError};
 use crate::policy::RetryPolicy;
 use crate::redact::error_text;
@@ -27,6 +29,18 @@ impl<E: Classify + Display + ?Sized> Classifier<E> for BuiltinRules {
     }
 }
 
+/// The built-in rules over an `std::error::Error`'s `source()` chain, for error types that
+/// do not implement [`Classify`] (a plain `thiserror` enum):
+/// `Retry::new(&policy).classify_with(ChainRules)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainRules;
+
+impl<E: std::error::Error + 'static> Classifier<E> for ChainRules {
+    fn classify(&self, error: &E) -> Classified {
+        classify_chain(error)
+    }
+}
+
 /// A predicate answering `bool` or [`Verdict`]. Its `Verdict::Unknown` leaves the decision
 /// to the server's words and the text rule on the error's text (the macro's `retry_if` goes
 /// through all the built-in rules; a closure cannot, as it does not know the error's type).
@@ -40,8 +54,15 @@ impl<E: Display + ?Sized, V: Into<Verdict>, F: Fn(&E) -> V> Classifier<E> for F 
     }
 }
 
-/// Retries a closure under a [`RetryPolicy`], with the same rules, waits, log lines and
-/// give-up error as `#[retry_with_backoff]`.
+/// Retries a closure under a [`RetryPolicy`], with the same waits, log lines and give-up
+/// error as `#[retry_with_backoff]`.
+///
+/// The rules: by default, through the error type's [`Classify`] (implemented by
+/// `io::Error`, the boxed `dyn Error`s, `anyhow::Error`, `HttpError`, `reqwest::Error`, or your
+/// own type); for another `std::error::Error`, `.classify_with(ChainRules)` walks its
+/// `source()` chain as the attribute does; any closure `Fn(&E) -> bool` may decide instead.
+/// The error type must be `Send + Sync + 'static` (`Into<BoxError>`), to be kept in the
+/// give-up error.
 ///
 /// ```
 /// use std::{io, rc::Rc, time::Duration};
