@@ -26,9 +26,9 @@
 
 pub use retry_macro::retry_with_backoff;
 pub use retry_runtime::{
-    BoxError, BuiltinRules, ChainRules, Classified, Classifier, Classify, DeadlineExceeded, GiveUpReason,
-    InvalidPolicy, MediaProcessingError, PolicyBuilder, Retry, RetryPolicy, Rule, Verdict,
-    attempts, backoff, classify, error, hint, http, policy, redact, sleep,
+    BoxError, BuiltinRules, ChainRules, Classified, Classifier, Classify, DeadlineExceeded,
+    GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, Retry, RetryPolicy, Rule,
+    Verdict, attempts, backoff, classify, error, hint, http, policy, redact, sleep,
 };
 
 // Lets the crate's own tests and doctests name `::resilience` like users do.

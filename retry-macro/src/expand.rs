@@ -213,6 +213,12 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
             quote!(#rt::sleep_current(#delay);),
         )
     };
+    let require_runtime = match &sig.asyncness {
+        Some(asyncness) => {
+            quote_spanned!(asyncness.span=> ::resilience::__private::require_async_runtime(::resilience::__private::Runtime);)
+        }
+        None => quote!(),
+    };
     let define_attempt = if sig.asyncness.is_some() {
         quote!()
     } else {
@@ -232,6 +238,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
                 #max_retries, #base_delay_nanos, #max_delay_nanos, #jitter_nanos, #timeout_nanos,
                 #max_hint_nanos,
             );
+            #require_runtime
             let mut #attempts = #rt::Attempts::start(&__RESILIENCE_POLICY, #name, #now);
             #define_attempt
             loop {

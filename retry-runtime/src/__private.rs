@@ -15,6 +15,50 @@ pub use crate::error::MediaProcessingError;
 pub use crate::policy::RetryPolicy;
 #[cfg(feature = "tokio")]
 pub use crate::sleep::{now_async, sleep_async, until_deadline};
+#[cfg(not(feature = "tokio"))]
+pub use without_tokio::{now_async, sleep_async, until_deadline};
+
+/// The async runtime the expansion of an `async fn` waits on.
+pub struct Runtime;
+
+/// Implemented for [`Runtime`] only with feature `tokio`: an `async fn` under the attribute
+/// then gets this one error, not one per missing helper.
+#[diagnostic::on_unimplemented(
+    message = "`#[retry_with_backoff]` on an `async fn` needs the `tokio` feature of `resilience`",
+    label = "this `async fn` waits between attempts with tokio's timer",
+    note = "the feature is on by default; with `default-features = false`, add `features = [\"tokio\"]`"
+)]
+pub trait AsyncRuntime {}
+
+#[cfg(feature = "tokio")]
+impl AsyncRuntime for Runtime {}
+
+/// Checks that an async runtime is compiled in.
+#[inline(always)]
+pub fn require_async_runtime<R: AsyncRuntime>(_: R) {}
+
+/// Without tokio the expansion of an `async fn` does not compile (see [`AsyncRuntime`]);
+/// these keep its other calls well-typed so that the one error above is all the user sees.
+#[cfg(not(feature = "tokio"))]
+mod without_tokio {
+    use std::future::Future;
+    use std::time::{Duration, Instant};
+
+    use crate::attempts::DeadlinePassed;
+
+    pub fn now_async() -> Instant {
+        Instant::now()
+    }
+
+    pub async fn sleep_async(_: Duration) {}
+
+    pub async fn until_deadline<F: Future>(
+        _: Option<Instant>,
+        attempt: F,
+    ) -> Result<F::Output, DeadlinePassed> {
+        Ok(attempt.await)
+    }
+}
 pub use crate::sleep::{now_current, sleep_current};
 
 use crate::classify::{
