@@ -22,8 +22,29 @@ pub struct Settings {
     pub retry_if: Option<Expr>,
 }
 
-const KEYS: &str =
-    "`max_retries`, `base_delay`, `max_delay`, `jitter`, `timeout`, `max_hint` or `retry_if`";
+/// Every argument, with the example its "needs a value" error shows. The defaults match the
+/// runtime's `RetryPolicy` constants (a test pins the waits they give).
+const ARGUMENTS: &[(&str, &str)] = &[
+    ("max_retries", "max_retries = 5"),
+    ("base_delay", "base_delay = 1.0"),
+    ("max_delay", "max_delay = 30.0"),
+    ("jitter", "jitter = 1.0"),
+    ("timeout", "timeout = 60.0"),
+    ("max_hint", "max_hint = 120.0"),
+    ("retry_if", "retry_if = is_transient"),
+];
+
+/// `` `max_retries`, `base_delay`, ... or `retry_if` ``, for error messages.
+fn keys() -> String {
+    let names: Vec<String> = ARGUMENTS
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 const NANOS_PER_SEC: f64 = 1e9;
 
 /// One `key = value` as written, before validation.
@@ -77,7 +98,8 @@ fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
     while !input.is_empty() {
         if !input.peek(Ident::peek_any) {
             return Err(input.error(format!(
-                "expected `key = value`, like `max_retries = 3`; the keys are {KEYS}"
+                "expected `key = value`, like `max_retries = 3`; the keys are {}",
+                keys()
             )));
         }
         // `parse_any` so a keyword used as a key (`type = 1`) gets the unknown-key message.
@@ -114,37 +136,19 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
     let mut seen: Vec<String> = Vec::new();
     for Entry { key, value } in entries {
         let name = key.unraw().to_string();
-        if !matches!(
-            name.as_str(),
-            "max_retries"
-                | "base_delay"
-                | "max_delay"
-                | "jitter"
-                | "timeout"
-                | "max_hint"
-                | "retry_if"
-        ) {
+        let Some(&(_, example)) = ARGUMENTS.iter().find(|(known, _)| *known == name) else {
             errors.at(
                 key.span(),
-                format!("unknown argument `{name}`; expected {KEYS}"),
+                format!("unknown argument `{name}`; expected {}", keys()),
             );
             continue;
-        }
+        };
         if seen.contains(&name) {
             errors.at(key.span(), format!("`{name}` is given more than once"));
             continue;
         }
         seen.push(name.clone());
         let Some(value) = value else {
-            let example = match name.as_str() {
-                "max_retries" => "max_retries = 5",
-                "retry_if" => "retry_if = is_transient",
-                "base_delay" => "base_delay = 1.0",
-                "max_delay" => "max_delay = 30.0",
-                "jitter" => "jitter = 1.0",
-                "max_hint" => "max_hint = 120.0",
-                _ => "timeout = 60.0",
-            };
             errors.at(key.span(), format!("`{name}` needs a value: `{example}`"));
             continue;
         };
