@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{media_error, on_virtual_clock};
+
 use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
@@ -34,19 +36,6 @@ fn no_jitter(max_retries: u32) -> RetryPolicy {
         .jitter(Duration::ZERO)
         .build()
         .expect("valid policy")
-}
-
-fn on_virtual_clock<R>(f: impl FnOnce() -> R) -> (R, Rc<VirtualClock>) {
-    let clock = Rc::new(VirtualClock::new());
-    let out = with_sleeper(clock.clone(), f);
-    (out, clock)
-}
-
-fn media_error(error: &io::Error) -> &MediaProcessingError {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<MediaProcessingError>())
-        .unwrap_or_else(|| panic!("not a give-up error: {error:?}"))
 }
 
 fn assert_send<T: Send>(_: &T) {}

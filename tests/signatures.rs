@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::media_error as give_up_of;
+
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Debug, Display};
 use std::io;
@@ -38,14 +40,6 @@ fn on_virtual_clock<R>(f: impl FnOnce() -> R) -> (R, Vec<Duration>) {
     let clock = Rc::new(VirtualClock::new());
     let result = with_sleeper(clock.clone(), f);
     (result, clock.sleeps())
-}
-
-/// The give-up error inside an `io::Error` returned by a retried function.
-fn give_up_of(error: &io::Error) -> &MediaProcessingError {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<MediaProcessingError>())
-        .unwrap_or_else(|| panic!("not a give-up error: {error:?}"))
 }
 
 fn assert_send<T: Send>(_: &T) {}

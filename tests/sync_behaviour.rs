@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{media_error, on_virtual_clock};
+
 use std::cell::Cell;
 use std::error::Error;
 use std::fmt;
@@ -25,21 +27,6 @@ fn reset() -> io::Error {
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
-}
-
-/// Runs `f` with a fresh virtual clock as the thread's sleeper.
-fn on_virtual_clock<R>(f: impl FnOnce() -> R) -> (R, Rc<VirtualClock>) {
-    let clock = Rc::new(VirtualClock::new());
-    let out = with_sleeper(clock.clone(), f);
-    (out, clock)
-}
-
-/// The `MediaProcessingError` inside an `io::Error` built by the give-up `From`.
-fn media_error(error: &io::Error) -> &MediaProcessingError {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<MediaProcessingError>())
-        .unwrap_or_else(|| panic!("not a give-up error: {error:?}"))
 }
 
 fn is_give_up(error: &io::Error) -> bool {

@@ -5,7 +5,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once, PoisonError};
+
+use resilience::MediaProcessingError;
+use resilience::sleep::{VirtualClock, with_sleeper};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -157,4 +161,19 @@ pub fn capture() -> (Logs, CaptureGuard) {
     let logs = Logs::default();
     let previous = CURRENT.with(|c| c.borrow_mut().replace(logs.clone()));
     (logs, CaptureGuard(previous))
+}
+
+/// Runs `f` with a fresh virtual clock as the thread's sleeper.
+pub fn on_virtual_clock<R>(f: impl FnOnce() -> R) -> (R, Rc<VirtualClock>) {
+    let clock = Rc::new(VirtualClock::new());
+    let out = with_sleeper(clock.clone(), f);
+    (out, clock)
+}
+
+/// The `MediaProcessingError` inside an `io::Error` built by the give-up `From`.
+pub fn media_error(error: &std::io::Error) -> &MediaProcessingError {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<MediaProcessingError>())
+        .unwrap_or_else(|| panic!("not a give-up error: {error:?}"))
 }
