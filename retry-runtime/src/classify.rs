@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::error::MediaProcessingError;
 use crate::hint::{ServerWords, read_text};
+use crate::scan::find_ignore_ascii_case;
 
 /// One rule's answer about one error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -216,20 +217,15 @@ pub fn classify_io_kind(kind: io::ErrorKind) -> Verdict {
 pub fn classify_text(text: &str) -> Verdict {
     const WORDS: [&str; 5] = ["timeout", "timed out", "connection", "reset", "refused"];
     const CODES: [&str; 3] = ["429", "503", "500"];
-    let retryable = WORDS.iter().any(|w| contains_ignore_ascii_case(text, w))
+    let retryable = WORDS
+        .iter()
+        .any(|w| find_ignore_ascii_case(text.as_bytes(), w.as_bytes()).is_some())
         || CODES.iter().any(|c| contains_whole_number(text, c));
     if retryable {
         Verdict::Retryable
     } else {
         Verdict::Unknown
     }
-}
-
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// `code` stands in `text` with no digit right before or after it.

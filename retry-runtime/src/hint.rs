@@ -8,6 +8,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::scan::{find_ignore_ascii_case, skip};
+
 /// What a server's answer says about trying again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerWords {
@@ -100,10 +102,7 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
     let bytes = text.as_bytes();
     let mut from = 0;
     std::iter::from_fn(move || {
-        while let Some(found) = bytes[from..]
-            .windows(name.len())
-            .position(|w| w.eq_ignore_ascii_case(name.as_bytes()))
-        {
+        while let Some(found) = find_ignore_ascii_case(&bytes[from..], name.as_bytes()) {
             let after_name = from + found + name.len();
             from = after_name;
             let colon = skip(bytes, after_name, |b| matches!(b, b'"' | b'\\' | b' '));
@@ -137,13 +136,6 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
         }
         None
     })
-}
-
-fn skip(bytes: &[u8], mut at: usize, while_: impl Fn(u8) -> bool) -> usize {
-    while at < bytes.len() && while_(bytes[at]) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]

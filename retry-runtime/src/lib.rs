@@ -20,6 +20,7 @@ pub mod log;
 pub mod policy;
 pub mod redact;
 mod retry;
+mod scan;
 pub mod sleep;
 
 #[doc(hidden)]

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use crate::scan::{find_ignore_ascii_case, skip};
+
 /// What replaces a secret.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -100,7 +102,7 @@ fn find_values(text: &str, rule: &Rule, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
     let name = rule.name.as_bytes();
     let mut from = 0;
-    while let Some(found) = find_ignore_case(&bytes[from..], name) {
+    while let Some(found) = find_ignore_ascii_case(&bytes[from..], name) {
         let start = from + found;
         from = start + name.len();
         // `monkey=` or `x-api_key=` are other names; a name starts a word.
@@ -151,19 +153,6 @@ fn find_google_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
         }
         from = end.max(start + 4);
     }
-}
-
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-fn skip(bytes: &[u8], mut at: usize, while_: impl Fn(u8) -> bool) -> usize {
-    while at < bytes.len() && while_(bytes[at]) {
-        at += 1;
-    }
-    at
 }
 
 fn is_name_byte(b: u8) -> bool {
