@@ -137,15 +137,7 @@ impl<'p, C> Retry<'p, C> {
                 }
                 Err(error) => error,
             };
-            let text = error_text(&error);
-            let classified = self.classifier.classify(&error);
-            match attempts.after_failure(classified, &text, now_current) {
-                Next::Retry(delay) => sleep_current(delay),
-                Next::Return => return Err(error),
-                Next::GiveUp(reason) => {
-                    return Err(attempts.give_up(reason, text, Some(error.into())).into());
-                }
-            }
+            sleep_current(self.after_failure(&mut attempts, error, now_current)?);
         }
     }
 
@@ -174,20 +166,30 @@ impl<'p, C> Retry<'p, C> {
                     attempts.succeeded();
                     return Ok(value);
                 }
-                Err(error) => {
-                    let text = error_text(&error);
-                    let classified = self.classifier.classify(&error);
-                    match attempts.after_failure(classified, &text, now_async) {
-                        Next::Retry(delay) => delay,
-                        Next::Return => return Err(error),
-                        Next::GiveUp(reason) => {
-                            let give_up = attempts.give_up(reason, text, Some(error.into()));
-                            return Err(give_up.into());
-                        }
-                    }
-                }
+                Err(error) => self.after_failure(&mut attempts, error, now_async)?,
             };
             sleep_async(delay).await;
+        }
+    }
+
+    /// One failed attempt, for both loops: the wait before the next attempt, or the error to
+    /// return (`error` itself when it is not retryable, else the give-up error).
+    fn after_failure<E>(
+        &self,
+        attempts: &mut Attempts<'_>,
+        error: E,
+        now: impl FnOnce() -> std::time::Instant,
+    ) -> Result<std::time::Duration, E>
+    where
+        C: Classifier<E>,
+        E: Display + Into<BoxError> + From<MediaProcessingError>,
+    {
+        let text = error_text(&error);
+        let classified = self.classifier.classify(&error);
+        match attempts.after_failure(classified, &text, now) {
+            Next::Retry(delay) => Ok(delay),
+            Next::Return => Err(error),
+            Next::GiveUp(reason) => Err(attempts.give_up(reason, text, Some(error.into())).into()),
         }
     }
 }
