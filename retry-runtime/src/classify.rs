@@ -380,51 +380,35 @@ fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn 
     })
 }
 
-impl Classify for io::Error {
-    fn classify(&self) -> Verdict {
-        classify_error(self)
-    }
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(self))
-    }
-}
+/// `Classify` by the built-in rules over the chain that `$as_error` reaches from `$this`:
+/// for error types that have no answer of their own.
+macro_rules! classify_by_chain {
+    ($($(#[$attr:meta])* $ty:ty => |$this:ident| $as_error:expr;)*) => {$(
+        $(#[$attr])*
+        impl Classify for $ty {
+            fn classify(&self) -> Verdict {
+                self.classified().map_or(Verdict::Unknown, |c| c.verdict)
+            }
 
-impl Classify for Box<dyn Error + Send + Sync + 'static> {
-    fn classify(&self) -> Verdict {
-        classify_error(&**self)
-    }
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(&**self))
-    }
+            fn classified(&self) -> Option<Classified> {
+                let $this = self;
+                Some(classify_chain($as_error))
+            }
+        }
+    )*};
 }
+pub(crate) use classify_by_chain;
 
-impl Classify for Box<dyn Error + Send + 'static> {
-    fn classify(&self) -> Verdict {
-        classify_error(&**self)
-    }
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(&**self))
-    }
-}
-
-impl Classify for Box<dyn Error + 'static> {
-    fn classify(&self) -> Verdict {
-        classify_error(&**self)
-    }
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(&**self))
-    }
-}
-
-#[cfg(feature = "anyhow")]
-impl Classify for anyhow::Error {
-    fn classify(&self) -> Verdict {
-        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
-    }
-    fn classified(&self) -> Option<Classified> {
-        let error: &(dyn Error + Send + Sync + 'static) = self.as_ref();
-        Some(classify_chain(error))
-    }
+classify_by_chain! {
+    io::Error => |e| e;
+    Box<dyn Error + Send + Sync + 'static> => |e| &**e;
+    Box<dyn Error + Send + 'static> => |e| &**e;
+    Box<dyn Error + 'static> => |e| &**e;
+    #[cfg(feature = "anyhow")]
+    anyhow::Error => |e| {
+        let error: &(dyn Error + Send + Sync + 'static) = e.as_ref();
+        error
+    };
 }
 
 #[cfg(test)]

@@ -131,15 +131,9 @@ pub fn classify_reqwest(error: &reqwest::Error) -> Verdict {
     }
 }
 
-#[cfg(feature = "reqwest")]
-impl Classify for reqwest::Error {
-    fn classify(&self) -> Verdict {
-        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
-    }
-
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(self))
-    }
+crate::classify::classify_by_chain! {
+    #[cfg(feature = "reqwest")]
+    reqwest::Error => |e| e;
 }
 
 /// Passes a successful response through; turns an error status into an [`HttpError`] that
