@@ -262,17 +262,7 @@ fn call_logs_the_same_lines_as_the_attribute_with_the_given_name() {
     });
     result.unwrap();
     let records = logs.records();
-    logs.assert_lines(&[
-        (
-            Level::WARN,
-            "Retry 1/3 after connection reset by peer: waiting 2.0s",
-        ),
-        (
-            Level::WARN,
-            "Retry 2/3 after connection reset by peer: waiting 4.0s",
-        ),
-        (Level::INFO, "Success on attempt 3"),
-    ]);
+    logs.assert_lines(common::RESET_TWICE_THEN_SUCCESS);
     logs.assert_fields("x", 3);
     assert_eq!(records[0].field("delay_ms"), Some("2000"));
     assert_eq!(records[1].field("delay_ms"), Some("4000"));

@@ -380,17 +380,7 @@ fn retry_and_success_lines_are_exact_with_their_fields() {
     let (result, _clock) = on_virtual_clock(|| succeeds_third_time(&calls));
     assert_eq!(result.unwrap(), "ok");
     let records = logs.records();
-    logs.assert_lines(&[
-        (
-            Level::WARN,
-            "Retry 1/3 after connection reset by peer: waiting 2.0s",
-        ),
-        (
-            Level::WARN,
-            "Retry 2/3 after connection reset by peer: waiting 4.0s",
-        ),
-        (Level::INFO, "Success on attempt 3"),
-    ]);
+    logs.assert_lines(common::RESET_TWICE_THEN_SUCCESS);
     for (record, (attempt, delay_ms)) in
         records
             .iter()

@@ -15,6 +15,20 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
+/// The events of a call with `max_retries = 3` and no jitter whose first two attempts fail
+/// with a connection reset: the attribute and `Retry` must both log exactly these.
+pub const RESET_TWICE_THEN_SUCCESS: &[(Level, &str)] = &[
+    (
+        Level::WARN,
+        "Retry 1/3 after connection reset by peer: waiting 2.0s",
+    ),
+    (
+        Level::WARN,
+        "Retry 2/3 after connection reset by peer: waiting 4.0s",
+    ),
+    (Level::INFO, "Success on attempt 3"),
+];
+
 /// One event of target `resilience`.
 #[derive(Debug, Clone)]
 pub struct Record {
