@@ -70,8 +70,9 @@ impl ToTokens for RetryFn {
         } = self;
         let mut sig = sig.clone();
         for arg in &mut sig.inputs {
-            if let FnArg::Typed(typed) = arg {
-                typed.attrs.retain(|a| !is_no_clone(a));
+            match arg {
+                FnArg::Typed(typed) => typed.attrs.retain(|a| !is_no_clone(a)),
+                FnArg::Receiver(receiver) => receiver.attrs.retain(|a| !is_no_clone(a)),
             }
         }
         tokens.extend(match body {
