@@ -31,7 +31,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use resilience::http::{HttpError, error_for_status};
-use resilience::{Classify as _, GiveUpReason, MediaProcessingError, retry_with_backoff};
+use resilience::{Classify, GiveUpReason, MediaProcessingError, retry_with_backoff};
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -75,12 +75,11 @@ struct Analysis {
 
 /// Everything `analyze_image` can fail with.
 ///
-/// The `Http` and `Transport` variants have their own message, not `#[error(transparent)]`:
-/// that way `source()` returns the `HttpError` / `reqwest::Error` itself, and the retry rules
-/// decide by its type (the status code; timeout or connect), and read `Retry-After` and
-/// Gemini's `RetryInfo` from the typed answer. A transparent variant would forward `source()`
-/// to the inner error's own source (none here), hide the type, and leave only the text rule.
-#[derive(Debug, thiserror::Error)]
+/// `#[derive(Classify)]` classifies each variant as the error it wraps: an `HttpError` by its
+/// status, its `Retry-After` header and Gemini's `RetryInfo` in its body; a `reqwest::Error`
+/// as a timeout or a failed connection. That holds through `#[error(transparent)]` too; here
+/// the two variants have messages of their own only to keep the log lines short.
+#[derive(Debug, thiserror::Error, Classify)]
 enum GeminiError {
     /// Gemini answered with an error status: 429 and 5xx are retried, 400 and 401 are not.
     #[error("{}", http_text(.0))]
@@ -95,7 +94,7 @@ enum GeminiError {
     #[error("unexpected answer: {0}")]
     BadAnswer(String),
     /// Every attempt failed (or the server asked to wait past the timeout).
-    #[error(transparent)]
+    #[error("{0}")]
     Exhausted(#[from] MediaProcessingError),
 }
 

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use resilience::{MediaProcessingError, retry_with_backoff};
+use resilience::{Classify, MediaProcessingError, retry_with_backoff};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 const USAGE: &str = "\
@@ -50,8 +50,9 @@ Actions given together run in the order seed, retry-failed, work, report.";
 // -------------------------------------------------------------------------------------------
 // The annotated function and its fake API
 
-/// Everything `analyze` can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything `analyze` can fail with. `#[derive(Classify)]` classifies each variant as the
+/// error it wraps; `Api` wraps only a text, which the built-in rules read.
+#[derive(Debug, thiserror::Error, Classify)]
 enum AnalysisError {
     /// An error answer from the API, with its text as a Gemini client reports it (the JSON
     /// body included). The built-in rules read the text: 429 and 503 are retried, 400 is not,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use resilience::{MediaProcessingError, retry_with_backoff};
+use resilience::{Classify, MediaProcessingError, retry_with_backoff};
 
 /// What the model says about an image.
 #[derive(Debug, Clone)]
@@ -19,11 +19,12 @@ struct Analysis {
     caption: String,
 }
 
-/// Everything `call_gemini_api` can fail with.
-#[derive(Debug, thiserror::Error)]
+/// Everything `call_gemini_api` can fail with. `#[derive(Classify)]` classifies each
+/// variant as the error it wraps, or by its text when it wraps none.
+#[derive(Debug, thiserror::Error, Classify)]
 enum ApiError {
-    /// An HTTP error answer. Its text, like "429 Resource Exhausted", is what the built-in
-    /// rules read: 429, 503 and 500 are retried, 400 and 401 are not.
+    /// An HTTP error answer. Its text, like "429 Resource Exhausted", states the status, which
+    /// the built-in rules read: 429, 503 and 500 are retried, 400 and 401 are not.
     #[error("{status} {reason}")]
     Http { status: u16, reason: &'static str },
     /// No answer in time. "timed out" in the text makes it retryable.

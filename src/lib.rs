@@ -24,11 +24,13 @@
 //! and the give-up error, [`MediaProcessingError`].
 #![forbid(unsafe_code)]
 
-pub use retry_macro::retry_with_backoff;
+pub use retry_macro::{Classify, retry_with_backoff};
+#[cfg(feature = "tokio")]
+pub use retry_runtime::Retryable;
 pub use retry_runtime::{
-    BoxError, BuiltinRules, ChainRules, Classified, Classifier, Classify, DeadlineExceeded,
-    GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, Retry, RetryPolicy, Rule,
-    Verdict, attempts, backoff, classify, error, hint, http, policy, redact, sleep,
+    BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
+    InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
+    attempts, backoff, classify, error, hint, http, policy, redact, retry, sleep,
 };
 
 // Lets the crate's own tests and doctests name `::resilience` like users do.

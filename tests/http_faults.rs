@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use fault_server::{Fault, FaultServer, GeminiFaults, http_date, refused_url};
-use resilience::classify::classify_chain;
+use resilience::classify::explain;
 use resilience::http::{HttpError, error_for_status};
 use resilience::{GiveUpReason, MediaProcessingError, Rule, Verdict, retry_with_backoff};
 use serde_json::{Value, json};
@@ -212,10 +211,10 @@ async fn a_400_whose_body_mentions_timeout_is_not_retried() {
     assert_eq!(server.requests(), 1);
     assert_eq!(err.status(), Some(400), "returned unchanged: {err:?}");
     // The typed rule decided, reaching the `HttpError` through `source()`.
-    let classified = classify_chain(&err);
+    let classified = explain(&err);
     assert_eq!(
         (classified.verdict, classified.rule),
-        (Verdict::NotRetryable, Rule::Typed)
+        (Verdict::NotRetryable, Rule::KnownType)
     );
 }
 
@@ -381,7 +380,10 @@ async fn a_hint_that_would_end_past_the_timeout_fails_at_once() {
     let mpe = err.exhausted();
     assert_eq!(
         mpe.reason(),
-        GiveUpReason::DeadlineExceeded { timeout: ms(1000) }
+        GiveUpReason::WaitPastDeadline {
+            wait: ms(5000),
+            timeout: ms(1000)
+        }
     );
     assert_eq!(mpe.retry_after(), Some(ms(5000)), "saved with the task");
     assert_eq!(mpe.to_string(), "Failed after 1 retries: HTTP 429: later");
@@ -402,10 +404,10 @@ async fn a_stall_past_the_client_timeout_is_retried() {
     // One call outside the attribute: the timeout is decided by the `reqwest::Error`'s type.
     let timed_out = client.get(server.url("/a")).send().await.unwrap_err();
     assert!(timed_out.is_timeout());
-    let classified = classify_chain(&ApiError::from(timed_out));
+    let classified = explain(&ApiError::from(timed_out));
     assert_eq!(
         (classified.verdict, classified.rule),
-        (Verdict::Retryable, Rule::Typed)
+        (Verdict::Retryable, Rule::KnownType)
     );
 
     let start = Instant::now();
@@ -459,7 +461,10 @@ async fn a_key_in_the_url_never_reaches_the_logs_or_the_give_up_error() {
     let err = fetch(&client(), &url).await.unwrap_err();
     // The raw error does hold the key: the redaction is the runtime's work.
     let mpe = err.exhausted();
-    let raw = mpe.source().expect("the last error").to_string();
+    let raw = mpe
+        .find::<reqwest::Error>()
+        .expect("the last error")
+        .to_string();
     assert!(raw.contains(FAKE_KEY), "{raw}");
 
     let messages = logs.messages();

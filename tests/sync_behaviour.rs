@@ -162,6 +162,10 @@ fn max_retries_1_makes_one_attempt_and_gives_up_on_a_retryable_error() {
     let records = logs.records();
     assert_eq!(records.len(), 1, "only the give-up event: {records:?}");
     assert_eq!(records[0].level, Level::ERROR);
+    assert_eq!(
+        records[0].message,
+        format!("Giving up after 1 attempt (all attempts failed): {RESET_TEXT}")
+    );
 }
 
 /// Each attempt runs in its own scope: `?` ends the attempt, not the call.
@@ -649,6 +653,9 @@ fn text_rule_decides_for_a_user_error_with_only_display_and_error() {
         "Connection reset by peer",
         "connection refused",
         "RESET",
+        "502 Bad Gateway",
+        "ConnectionResetError: [Errno 104] Connection reset by peer",
+        "ReadTimeout",
     ] {
         assert_eq!(attempts_for_text(text), 3, "{text}");
     }
@@ -658,6 +665,11 @@ fn text_rule_decides_for_a_user_error_with_only_display_and_error() {
         "ValueError: Invalid image format",
         "KeyError: 'candidates'",
         "prompt is 5000 tokens long",
+        "missing field `timeout_seconds`",
+        "scan.png is 5000x500 pixels",
+        "reset_token expired",
+        "HTTP status client error (400 Bad Request) for url (https://h.test/v1/password-reset)",
+        "error decoding response body for url (http://h.test/connections)",
         "cannot bind 127.0.0.1:5003",
     ] {
         assert_eq!(attempts_for_text(text), 1, "{text}");
@@ -761,7 +773,10 @@ fn source_chain_is_walked_for_typed_io_kinds_and_text() {
         .downcast_ref::<MediaProcessingError>()
         .expect("give-up inside");
     assert_eq!(mpe.attempts(), 3);
-    assert_eq!(mpe.last_error_message(), "analysis failed");
+    assert_eq!(
+        mpe.last_error_message(),
+        "analysis failed: connection reset"
+    );
     // The chain survives: MediaProcessingError -> Wrapper -> io::Error.
     let last = mpe.last_error::<Wrapper>().expect("typed last error");
     assert_eq!(
@@ -970,11 +985,10 @@ fn give_up_into_io_error_keeps_the_kind_and_the_typed_last_error() {
     let last = mpe.last_error::<io::Error>().expect("typed last error");
     assert_eq!(last.kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(last.to_string(), RESET_TEXT);
-    let source = mpe.source().expect("the last error is the source");
-    assert_eq!(
-        source.downcast_ref::<io::Error>().map(io::Error::kind),
-        Some(io::ErrorKind::ConnectionReset)
-    );
+    // `source()` is the redacted view of the last error: its text, not the error itself.
+    let source = mpe.source().expect("the last error's view is the source");
+    assert_eq!(source.to_string(), RESET_TEXT);
+    assert!(source.downcast_ref::<io::Error>().is_none());
 }
 
 #[retry_with_backoff(max_retries = 3, jitter = 0)]
@@ -1022,10 +1036,17 @@ fn anyhow_function_retries_an_io_error_raised_with_question_mark() {
     let (result, _) = on_virtual_clock(|| anyhow_from_io(&calls));
     let err = result.unwrap_err();
     assert_eq!(calls.get(), 3);
-    assert!(err.downcast_ref::<MediaProcessingError>().is_some());
+    let give_up = err
+        .downcast_ref::<MediaProcessingError>()
+        .expect("anyhow holds the give-up");
     assert_eq!(
         err.to_string(),
         format!("Failed after 3 retries: {RESET_TEXT}")
+    );
+    // anyhow's own boxing would hide it: the give-up keeps the io::Error itself.
+    assert_eq!(
+        give_up.last_error::<io::Error>().map(io::Error::kind),
+        Some(io::ErrorKind::ConnectionReset)
     );
 }
 
@@ -1057,10 +1078,9 @@ fn give_up_into_boxed_error_can_be_downcast_with_the_typed_last_error() {
         Some(io::ErrorKind::TimedOut)
     );
     assert_eq!(
-        err.source()
-            .and_then(|s| s.downcast_ref::<io::Error>())
-            .map(io::Error::kind),
-        Some(io::ErrorKind::TimedOut)
+        err.source().map(ToString::to_string),
+        Some(timed_out),
+        "the source is the last error's (redacted) text"
     );
 }
 
@@ -1093,21 +1113,27 @@ fn give_up_into_a_thiserror_enum_through_from() {
         "the io reset in the source chain is retried"
     );
     let err = result.unwrap_err();
-    assert_eq!(err.to_string(), "Failed after 3 retries: upstream failed");
+    assert_eq!(
+        err.to_string(),
+        format!("Failed after 3 retries: upstream failed: {RESET_TEXT}")
+    );
     let AppError::Exhausted(mpe) = &err else {
         panic!("expected Exhausted, got {err:?}");
     };
     assert_eq!(mpe.attempts(), 3);
-    assert_eq!(mpe.last_error_message(), "upstream failed");
+    assert_eq!(
+        mpe.last_error_message(),
+        format!("upstream failed: {RESET_TEXT}")
+    );
     assert!(
         matches!(mpe.last_error::<AppError>(), Some(AppError::Upstream(io)) if io.kind() == io::ErrorKind::ConnectionReset)
     );
-    // The whole chain: Exhausted -> Upstream -> io::Error.
+    // The whole chain, as redacted texts: Exhausted -> Upstream -> io::Error.
     let chain = chain_of(&err);
     assert_eq!(
         chain,
         vec![
-            "Failed after 3 retries: upstream failed".to_owned(),
+            format!("Failed after 3 retries: upstream failed: {RESET_TEXT}"),
             "upstream failed".to_owned(),
             RESET_TEXT.to_owned(),
         ]
@@ -1157,13 +1183,23 @@ fn timeout_gives_up_at_once_instead_of_starting_a_wait_past_the_deadline() {
     assert_eq!(mpe.attempts(), 2);
     assert_eq!(
         mpe.reason(),
-        GiveUpReason::DeadlineExceeded { timeout: secs(5.0) }
+        GiveUpReason::WaitPastDeadline {
+            wait: secs(4.0),
+            timeout: secs(5.0)
+        }
     );
     assert_eq!(
         err.to_string(),
         format!("Failed after 2 retries: {RESET_TEXT}")
     );
-    assert_eq!(logs.at_level(Level::ERROR).len(), 1);
+    let errors = logs.at_level(Level::ERROR);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].message,
+        format!(
+            "Giving up after 2 attempts (the next wait of 4.0s would end past the timeout of 5.0s): {RESET_TEXT}"
+        )
+    );
 }
 
 #[retry_with_backoff(max_retries = 10, base_delay = 1, jitter = 0, timeout = 10)]
@@ -1185,8 +1221,12 @@ fn timeout_counts_slow_attempts_and_waits_against_the_deadline() {
     assert_eq!(clock.elapsed(), secs(8.0));
     let err = result.unwrap_err();
     let mpe = media_error(&err);
-    assert!(
-        matches!(mpe.reason(), GiveUpReason::DeadlineExceeded { timeout } if timeout == secs(10.0))
+    assert_eq!(
+        mpe.reason(),
+        GiveUpReason::WaitPastDeadline {
+            wait: secs(4.0),
+            timeout: secs(10.0)
+        }
     );
     assert_eq!(mpe.attempts(), 2);
     assert_eq!(
@@ -1231,6 +1271,70 @@ fn timeout_shorter_than_the_first_wait_makes_one_attempt() {
     );
     assert!(matches!(
         media_error(&err).reason(),
-        GiveUpReason::DeadlineExceeded { .. }
+        GiveUpReason::WaitPastDeadline { wait, timeout } if wait >= secs(2.0) && timeout == secs(1.0)
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The text of log lines and give-ups shows the causes
+
+#[retry_with_backoff(max_retries = 2, jitter = 0)]
+fn resets_the_pool(calls: &Cell<u32>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    calls.set(calls.get() + 1);
+    Err(io::Error::other("503 Service Unavailable")).context("while resetting the connection pool")
+}
+
+#[test]
+fn an_anyhow_context_shows_the_error_beneath_it() {
+    let (logs, _guard) = common::capture();
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| resets_the_pool(&calls));
+    assert_eq!(calls.get(), 2, "the 503 beneath the context is retried");
+    const SHOWN: &str = "while resetting the connection pool: 503 Service Unavailable";
+    assert_eq!(
+        logs.messages(),
+        [
+            format!("Retry 1/2 after {SHOWN}: waiting 2.0s"),
+            format!("Giving up after 2 attempts (all attempts failed): {SHOWN}"),
+        ]
+    );
+    let error = result.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("Failed after 2 retries: {SHOWN}")
+    );
+}
+
+/// A message that already holds its cause shows it once.
+#[derive(Debug, thiserror::Error, resilience::Classify)]
+enum UploadError {
+    #[error("upload failed: {0}")]
+    Failed(#[source] io::Error),
+    #[error(transparent)]
+    Exhausted(#[from] MediaProcessingError),
+}
+
+#[retry_with_backoff(max_retries = 2, jitter = 0)]
+fn upload_once(calls: &Cell<u32>) -> Result<(), UploadError> {
+    calls.set(calls.get() + 1);
+    Err(UploadError::Failed(io::Error::other(
+        "connection reset by peer",
+    )))
+}
+
+#[test]
+fn a_cause_already_in_the_message_is_not_repeated() {
+    let (logs, _guard) = common::capture();
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| upload_once(&calls));
+    assert_eq!(calls.get(), 2);
+    assert_eq!(
+        logs.messages()[0],
+        "Retry 1/2 after upload failed: connection reset by peer: waiting 2.0s"
+    );
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "Failed after 2 retries: upload failed: connection reset by peer"
+    );
 }

@@ -117,14 +117,13 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         retry_if,
     } = settings;
 
-    let builtin = quote_spanned!(ret_span=> {
+    let seen = local("__resilience_seen");
+    let see = quote_spanned!(ret_span=> {
         #[allow(unused_imports)]
-        use #rt_ret::{
-            ClassifyByChain as _, ClassifyByText as _, ClassifyByType as _,
-            ClassifyByTypeAndChain as _,
-        };
-        (&&&&#rt_ret::Probe(&#error, &#text)).__resilience_classify()
+        use #rt_ret::{SeeChain as _, SeeOwn as _, SeeOwnAndChain as _, SeeText as _};
+        (&&&&#rt_ret::Probe(&#error)).__resilience_see()
     });
+    let builtin = quote_spanned!(ret_span=> #rt_ret::classify(#seen, &#text));
     let classify = match retry_if {
         None => builtin,
         Some(predicate) => {
@@ -142,14 +141,16 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         let fail = fail(quote_spanned!(err_span=> #rt_err::give_up_as(#exhausted)));
         quote_spanned!(ret_span=> {
             #[allow(unused_imports)]
-            use #rt_ret::{GiveUpKeepingError as _, GiveUpKeepingText as _};
+            use #rt_ret::{
+                GiveUpKeepingError as _, GiveUpKeepingText as _, GiveUpKeepingTypedError as _,
+            };
             let #exhausted =
-                (&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason, #text);
+                (&&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason, #text);
             #fail;
         })
     };
     let return_error = fail(quote!(#error));
-    let error_text = quote_spanned!(err_span=> #rt_err::error_text(&#error_at_err));
+    let error_text = quote_spanned!(err_span=> #rt_err::error_text(&#error_at_err, &#seen));
     let return_done = quote_spanned!(ret_span=> return #done);
     let deadline_passed = fail(quote_spanned!(err_span=>
         #rt_err::give_up_as(#attempts.deadline_passed(#passed))
@@ -251,6 +252,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
                         #return_done;
                     }
                     ::core::result::Result::Err(#error) => {
+                        let #seen = #see;
                         let #text = #error_text;
                         let #classified = #classify;
                         match #attempts.after_failure(#classified, &#text, #now) {

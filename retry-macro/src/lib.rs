@@ -2,9 +2,12 @@
 //! Use it through the `resilience` crate, whose documentation shows it at work; the expansion
 //! names only `::resilience::__private` items.
 //!
-//! `args` validates the arguments, `signature` reads the function, `expand` writes the loop.
+//! `args` validates the arguments, `signature` reads the function, `expand` writes the loop;
+//! `derive` writes `#[derive(Classify)]`; `errors` collects what is wrong, all at once.
 
 mod args;
+mod derive;
+mod errors;
 mod expand;
 mod signature;
 
@@ -24,7 +27,7 @@ use quote::quote;
 /// See the `resilience` crate for examples.
 #[proc_macro_attribute]
 pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut errors = args::Errors::default();
+    let mut errors = errors::Errors::default();
     let settings = args::parse(args.into(), &mut errors);
     let item_tokens = proc_macro2::TokenStream::from(item.clone());
     let function = match syn::parse::<signature::RetryFn>(item) {
@@ -46,7 +49,21 @@ pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn with_errors(errors: args::Errors, item: proc_macro2::TokenStream) -> TokenStream {
+fn with_errors(errors: errors::Errors, item: proc_macro2::TokenStream) -> TokenStream {
     let error = errors.finish(()).err().map(|e| e.to_compile_error());
     quote!(#error #item).into()
+}
+
+/// Derives `resilience::Classify` for an error enum or struct: each variant is classified as
+/// the error it wraps (its only field, or its `#[from]` / `#[source]` field, through
+/// `#[error(transparent)]` too), or as `#[classify(retryable)]` / `#[classify(not_retryable)]`
+/// on it says; the built-in rules decide the rest from the text and the `source()` chain.
+///
+/// See the `resilience` crate for examples.
+#[proc_macro_derive(Classify, attributes(classify))]
+pub fn derive_classify(input: TokenStream) -> TokenStream {
+    match syn::parse::<syn::DeriveInput>(input) {
+        Ok(input) => derive::expand(input).into(),
+        Err(error) => error.to_compile_error().into(),
+    }
 }

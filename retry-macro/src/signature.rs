@@ -11,7 +11,7 @@ use syn::{
     Signature, Stmt, Token, Type, TypeParamBound, Visibility, braced,
 };
 
-use crate::args::Errors;
+use crate::errors::Errors;
 
 /// The annotated item, split where the expansion needs it.
 pub struct RetryFn {

@@ -61,9 +61,9 @@ mod without_tokio {
 }
 pub use crate::sleep::{now_current, sleep_current};
 
-use crate::classify::{
-    Classify, classify_chain, classify_message, classify_own, classify_own_error,
-};
+use crate::classify::Classify;
+pub use crate::classify::order::Seen;
+use crate::classify::order::decide;
 use crate::error::{BoxError, GiveUpReason};
 
 /// Implemented by `Result<T, E>` only, so that aliases such as `io::Result<T>` pass and
@@ -122,7 +122,7 @@ pub fn fail<R: RetryResult>(error: R::Error) -> R {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot hold the `MediaProcessingError` returned once all attempts fail",
     label = "this error type needs `From<MediaProcessingError>`",
-    note = "add a variant such as `#[error(transparent)] Exhausted(#[from] resilience::MediaProcessingError)`, or return `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `std::io::Error`, which take it as they are"
+    note = "add a variant `Exhausted(#[from] resilience::MediaProcessingError)` (and `#[derive(resilience::Classify)]` on the type, so each variant is classified as the error it wraps), or return `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `std::io::Error`, which take it as they are"
 )]
 pub trait FromGiveUp {
     /// `From::from`, under a name that can carry its own error message.
@@ -150,21 +150,27 @@ pub fn give_up_as<E: FromGiveUp>(error: MediaProcessingError) -> E {
     note = "implement `std::fmt::Display` (`#[derive(thiserror::Error)]` with `#[error(\"...\")]` does), or return `anyhow::Error` or `std::io::Error`"
 )]
 pub trait ErrorText {
-    /// The text, credentials redacted.
-    fn error_text(&self) -> String;
+    /// The text with the causes of `seen`'s chain, credentials redacted.
+    fn error_text(&self, seen: &Seen<'_>) -> String;
 }
 
 impl<E: Display + ?Sized> ErrorText for E {
     #[inline]
-    fn error_text(&self) -> String {
-        crate::redact::error_text(&self)
+    fn error_text(&self, seen: &Seen<'_>) -> String {
+        crate::classify::chain::shown_text(self, seen.chain)
     }
 }
 
-/// The failed attempt's error text, credentials redacted.
+/// The failed attempt's error text, with its causes, credentials redacted.
 #[cold]
-pub fn error_text<E: ErrorText + ?Sized>(error: &E) -> String {
-    error.error_text()
+pub fn error_text<E: ErrorText + ?Sized>(error: &E, seen: &Seen<'_>) -> String {
+    error.error_text(seen)
+}
+
+/// The built-in rules' answer for what was seen of the error.
+#[cold]
+pub fn classify(seen: Seen<'_>, text: &str) -> Classified {
+    decide(seen, text)
 }
 
 /// Gives every attempt its own copy of a by-value argument.
@@ -214,79 +220,78 @@ impl IntoVerdict for Verdict {
     }
 }
 
-/// Asks a `retry_if` predicate. Its verdict decides; its `Unknown` leaves the decision to
-/// `builtin`, whose server hint is kept either way (the wait still honours `Retry-After`).
+/// Asks a `retry_if` predicate, as the closure API's `.when` does: its verdict decides; its
+/// `Unknown` leaves the decision to `builtin`, whose server hint is kept either way.
 #[inline]
 pub fn ask<E: ?Sized, V: IntoVerdict>(
-    predicate: impl FnOnce(&E) -> V,
+    predicate: impl Fn(&E) -> V,
     error: &E,
     builtin: impl FnOnce() -> Classified,
 ) -> Classified {
-    let builtin = builtin();
-    Classified::by(Rule::Predicate, predicate(error).into_verdict())
-        .map_or(builtin, |own| own.with_retry_after(builtin.retry_after))
+    use crate::retry::{Decide, When};
+    When(predicate).decide(error, builtin)
 }
 
-/// Wraps a reference to the error and its text so that method lookup picks the most
-/// specific rule set; see the `Classify*` traits below. Call as
-/// `(&&&&Probe(&error, &text)).__resilience_classify()`.
-pub struct Probe<'a, E: ?Sized>(pub &'a E, pub &'a str);
+/// Wraps a reference to the error so that method lookup picks what the rules can see of
+/// it; see the `See*` traits below. Call as `(&&&&Probe(&error)).__resilience_see()`.
+pub struct Probe<'a, E: ?Sized>(pub &'a E);
 
 /// Most specific: the error type implements [`Classify`] and `std::error::Error`: its own
-/// answer, with the server's words and the typed and text rules along its chain around it.
-pub trait ClassifyByTypeAndChain {
-    /// The type's answer within the chain rules.
-    fn __resilience_classify(&self) -> Classified;
+/// answer, with the rules of its chain around it.
+pub trait SeeOwnAndChain<'a> {
+    /// What the rules can see.
+    fn __resilience_see(&self) -> Seen<'a>;
 }
 
-impl<E: Classify + std::error::Error + 'static> ClassifyByTypeAndChain for &&&Probe<'_, E> {
+impl<'a, E: Classify + std::error::Error + 'static> SeeOwnAndChain<'a> for &&&Probe<'a, E> {
     #[inline]
-    fn __resilience_classify(&self) -> Classified {
-        classify_own_error(self.0)
+    fn __resilience_see(&self) -> Seen<'a> {
+        Seen::classify(self.0, Some(self.0))
     }
 }
 
-/// Next: the error type implements [`Classify`] only.
-pub trait ClassifyByType {
-    /// The error type's own answer.
-    fn __resilience_classify(&self) -> Classified;
+/// Next: the error type implements [`Classify`] only (`anyhow::Error`, boxed errors, or a
+/// type with no chain).
+pub trait SeeOwn<'a> {
+    /// What the rules can see.
+    fn __resilience_see(&self) -> Seen<'a>;
 }
 
-impl<E: Classify + ?Sized> ClassifyByType for &&Probe<'_, E> {
+impl<'a, E: Classify + ?Sized> SeeOwn<'a> for &&Probe<'a, E> {
     #[inline]
-    fn __resilience_classify(&self) -> Classified {
-        classify_own(self.0, self.1)
+    fn __resilience_see(&self) -> Seen<'a> {
+        Seen::classify(self.0, None)
     }
 }
 
-/// Next: the error implements `std::error::Error`: types and text along its `source()` chain.
-pub trait ClassifyByChain {
-    /// The built-in rules over the chain.
-    fn __resilience_classify(&self) -> Classified;
+/// Next: the error implements `std::error::Error`: its `source()` chain.
+pub trait SeeChain<'a> {
+    /// What the rules can see.
+    fn __resilience_see(&self) -> Seen<'a>;
 }
 
-impl<E: std::error::Error + 'static> ClassifyByChain for &Probe<'_, E> {
+impl<'a, E: std::error::Error + 'static> SeeChain<'a> for &Probe<'a, E> {
     #[inline]
-    fn __resilience_classify(&self) -> Classified {
-        classify_chain(self.0)
+    fn __resilience_see(&self) -> Seen<'a> {
+        Seen::chain(self.0)
     }
 }
 
-/// Last, for any type: the server's words and the text rule, on the error's text.
-pub trait ClassifyByText {
-    /// The rules that need only the text.
-    fn __resilience_classify(&self) -> Classified;
+/// Last, for any type: only its text.
+pub trait SeeText<'a> {
+    /// What the rules can see.
+    fn __resilience_see(&self) -> Seen<'a>;
 }
 
-impl<E: ?Sized> ClassifyByText for Probe<'_, E> {
+impl<'a, E: ?Sized> SeeText<'a> for Probe<'a, E> {
     #[inline]
-    fn __resilience_classify(&self) -> Classified {
-        classify_message(self.1)
+    fn __resilience_see(&self) -> Seen<'a> {
+        Seen::TEXT_ONLY
     }
 }
 
 /// Holds the last error while the give-up error is built, so that a probe can take it out
-/// by value. Call as `(&&Keep::new(error)).__resilience_give_up(&attempts, reason, text)`.
+/// by value. Call as `(&&&Keep::new(error)).__resilience_give_up(&attempts, reason, text)`.
 pub struct Keep<E>(Cell<Option<E>>);
 
 impl<E> Keep<E> {
@@ -297,12 +302,41 @@ impl<E> Keep<E> {
     }
 }
 
+/// The error's `Classify` knows how to box it so it can be downcast again (`anyhow::Error`).
+pub trait GiveUpKeepingTypedError {
+    /// The give-up error with the last error inside.
+    fn __resilience_give_up(
+        &self,
+        attempts: &Attempts,
+        reason: GiveUpReason,
+        text: String,
+    ) -> MediaProcessingError;
+}
+
+impl<E: Classify + Into<BoxError>> GiveUpKeepingTypedError for &&Keep<E> {
+    fn __resilience_give_up(
+        &self,
+        attempts: &Attempts,
+        reason: GiveUpReason,
+        text: String,
+    ) -> MediaProcessingError {
+        let kept = self
+            .0
+            .take()
+            .map(|error| match error.__resilience_into_last_error() {
+                Ok(kept) => kept,
+                Err(error) => error.into(),
+            });
+        attempts.give_up(reason, text, kept)
+    }
+}
+
 /// The error can be boxed as `Send + Sync + 'static`: keep it as `source()`.
 pub trait GiveUpKeepingError {
     /// The give-up error with the last error inside.
     fn __resilience_give_up(
         &self,
-        attempts: &Attempts<'_>,
+        attempts: &Attempts,
         reason: GiveUpReason,
         text: String,
     ) -> MediaProcessingError;
@@ -311,7 +345,7 @@ pub trait GiveUpKeepingError {
 impl<E: Into<BoxError>> GiveUpKeepingError for &Keep<E> {
     fn __resilience_give_up(
         &self,
-        attempts: &Attempts<'_>,
+        attempts: &Attempts,
         reason: GiveUpReason,
         text: String,
     ) -> MediaProcessingError {
@@ -324,7 +358,7 @@ pub trait GiveUpKeepingText {
     /// The give-up error with the last error's text inside.
     fn __resilience_give_up(
         &self,
-        attempts: &Attempts<'_>,
+        attempts: &Attempts,
         reason: GiveUpReason,
         text: String,
     ) -> MediaProcessingError;
@@ -333,10 +367,96 @@ pub trait GiveUpKeepingText {
 impl<E> GiveUpKeepingText for Keep<E> {
     fn __resilience_give_up(
         &self,
-        attempts: &Attempts<'_>,
+        attempts: &Attempts,
         reason: GiveUpReason,
         text: String,
     ) -> MediaProcessingError {
         attempts.give_up(reason, text, None)
+    }
+}
+
+/// `#[classify(retryable)]` / `#[classify(not_retryable)]`, for `#[derive(Classify)]`.
+#[inline]
+pub fn declared(verdict: Verdict) -> Option<Classified> {
+    Classified::by(Rule::Declared, verdict)
+}
+
+/// What a wrapped field says of itself, for `#[derive(Classify)]`: the answer of its type
+/// (its own `Classify`, or the known types and the server's words along its chain). What
+/// only its text says is left out: the variant's own text and chain are read after it.
+#[cold]
+pub fn field_answer(seen: Seen<'_>) -> Option<Classified> {
+    if seen.own.is_none() && seen.chain.is_none() {
+        return None;
+    }
+    let answer = decide(seen, "");
+    match answer.rule {
+        Rule::StatusInText | Rule::Keyword | Rule::NoRule => None,
+        _ => Some(answer),
+    }
+}
+
+/// The whole answer of a type with `#[derive(Classify)]`: the variants' answers, with the
+/// built-in rules around them. `text` is asked for only when the type has no chain.
+#[cold]
+pub fn derived<E: Classify + ?Sized>(error: &E, text: impl FnOnce() -> String) -> Classified {
+    let seen = Seen::classify(error, None);
+    let text = match seen.chain {
+        Some(_) => String::new(),
+        None => text(),
+    };
+    decide(seen, &text)
+}
+
+/// The type under `#[derive(Classify)]`, for the probes below.
+pub struct SelfProbe<'a, T: ?Sized>(pub &'a T);
+
+/// The type is an `std::error::Error`: its own chain.
+pub trait ChainOfError<'a> {
+    /// The type as a `dyn Error`.
+    fn __resilience_chain_of(&self) -> Option<&'a (dyn std::error::Error + 'static)>;
+}
+
+impl<'a, T: std::error::Error + 'static> ChainOfError<'a> for &SelfProbe<'a, T> {
+    #[inline]
+    fn __resilience_chain_of(&self) -> Option<&'a (dyn std::error::Error + 'static)> {
+        Some(self.0)
+    }
+}
+
+/// Any other type: no chain.
+pub trait ChainOfOther<'a> {
+    /// No chain.
+    fn __resilience_chain_of(&self) -> Option<&'a (dyn std::error::Error + 'static)>;
+}
+
+impl<'a, T: ?Sized> ChainOfOther<'a> for SelfProbe<'a, T> {
+    #[inline]
+    fn __resilience_chain_of(&self) -> Option<&'a (dyn std::error::Error + 'static)> {
+        None
+    }
+}
+
+/// The type has a `Display`: its text.
+pub trait TextOfDisplay {
+    /// The text.
+    fn __resilience_text_of(&self) -> String;
+}
+
+impl<T: Display + ?Sized> TextOfDisplay for &SelfProbe<'_, T> {
+    fn __resilience_text_of(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// Any other type: no text.
+pub trait TextOfOther {
+    /// No text.
+    fn __resilience_text_of(&self) -> String;
+}
+
+impl<T: ?Sized> TextOfOther for SelfProbe<'_, T> {
+    fn __resilience_text_of(&self) -> String {
+        String::new()
     }
 }

@@ -1,7 +1,8 @@
 //! The state machine a retry loop drives: which attempt this is, and what to do after a
 //! failure (wait and retry, return the error unchanged, or give up).
 //!
-//! Both the `#[retry_with_backoff]` expansion and [`Retry`](crate::Retry) call into it, so
+//! Both the `#[retry_with_backoff]` expansion and the closure API ([`retry`](crate::retry))
+//! call into it, so
 //! every decision lives here once. The success path is one comparison: the first attempt
 //! reads no clock (unless `timeout` is set), allocates nothing and emits no event.
 
@@ -30,9 +31,10 @@ pub enum Next {
 pub struct DeadlinePassed;
 
 /// Where one retried call stands: the attempt in progress and the deadline, if any.
-#[derive(Debug)]
-pub struct Attempts<'p> {
-    policy: &'p RetryPolicy,
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    /// A copy: the attribute's policy is a constant, the closure API's may be a local.
+    policy: RetryPolicy,
     function: &'static str,
     attempt: u32,
     deadline: Option<Instant>,
@@ -40,11 +42,11 @@ pub struct Attempts<'p> {
     retry_after: Option<Duration>,
 }
 
-impl<'p> Attempts<'p> {
+impl Attempts {
     /// Starts a call at attempt 1. `now` is read only when the policy has a `timeout`.
     #[inline]
     pub fn start(
-        policy: &'p RetryPolicy,
+        policy: &RetryPolicy,
         function: &'static str,
         now: impl FnOnce() -> Instant,
     ) -> Self {
@@ -53,7 +55,7 @@ impl<'p> Attempts<'p> {
             None => None,
         };
         Self {
-            policy,
+            policy: *policy,
             function,
             attempt: 1,
             deadline,
@@ -82,10 +84,10 @@ impl<'p> Attempts<'p> {
     }
 
     /// Decides what follows a failed attempt and logs the decision. `error` is the error's
-    /// text, already redacted ([`error_text`](crate::redact::error_text)).
+    /// text with its causes, already redacted.
     ///
-    /// The wait is the backoff delay, or the server's hint when that is longer (SPEC section
-    /// 8); a hint above `max_hint` gives up at once. `now` is read only when the policy has a
+    /// The wait is the backoff delay, or the server's hint when that is longer; a hint above
+    /// `max_hint` gives up at once. `now` is read only when the policy has a
     /// `timeout`: no wait starts that would end past the deadline.
     pub fn after_failure(
         &mut self,
@@ -108,7 +110,7 @@ impl<'p> Attempts<'p> {
         if self.attempt >= max_retries {
             return self.stop(error, GiveUpReason::AttemptsExhausted);
         }
-        let mut wait = next_delay(self.policy, self.attempt);
+        let mut wait = next_delay(&self.policy, self.attempt);
         if let Some(hint) = classified.retry_after {
             let max_hint = self.policy.max_hint();
             if hint > max_hint {
@@ -123,7 +125,7 @@ impl<'p> Attempts<'p> {
         if let (Some(deadline), Some(timeout)) = (self.deadline, self.policy.timeout()) {
             let wakes_in_time = now().checked_add(wait).is_some_and(|wake| wake <= deadline);
             if !wakes_in_time {
-                return self.stop(error, GiveUpReason::DeadlineExceeded { timeout });
+                return self.stop(error, GiveUpReason::WaitPastDeadline { wait, timeout });
             }
         }
         log::retrying(self.function, self.attempt, max_retries, error, wait);
@@ -176,7 +178,7 @@ mod tests {
 
     const RETRYABLE: Classified = Classified {
         verdict: Verdict::Retryable,
-        rule: Rule::Text,
+        rule: Rule::Keyword,
         retry_after: None,
     };
 
@@ -257,7 +259,8 @@ mod tests {
         // 4 s wait from t0 + 3.5 s would end at 7.5 s: give up now.
         assert_eq!(
             a.after_failure(RETRYABLE, "503", || t0 + Duration::from_millis(3500)),
-            Next::GiveUp(GiveUpReason::DeadlineExceeded {
+            Next::GiveUp(GiveUpReason::WaitPastDeadline {
+                wait: Duration::from_secs(4),
                 timeout: Duration::from_secs(5)
             })
         );
@@ -326,7 +329,8 @@ mod tests {
         let mut a = Attempts::start(&p, "f", || t0);
         assert_eq!(
             a.after_failure(hinted(40), "429", || t0),
-            Next::GiveUp(GiveUpReason::DeadlineExceeded {
+            Next::GiveUp(GiveUpReason::WaitPastDeadline {
+                wait: Duration::from_secs(40),
                 timeout: Duration::from_secs(30)
             })
         );
@@ -347,8 +351,12 @@ mod tests {
             .build()
             .unwrap();
         let mut a = Attempts::start(&p, "f", Instant::now);
-        // The deadline saturates to "none representable"; the wait cannot end in time.
-        let next = a.after_failure(RETRYABLE, "503", Instant::now);
-        assert!(matches!(next, Next::Retry(_) | Next::GiveUp(_)));
+        // The deadline is not representable (`Instant + Duration::MAX`), so there is none: the
+        // saturated wait is taken, and nothing overflows.
+        assert_eq!(a.deadline(), None);
+        assert_eq!(
+            a.after_failure(RETRYABLE, "503", Instant::now),
+            Next::Retry(Duration::MAX)
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use crate::classify::chain::{links, text_with_causes};
 use crate::redact::redact;
 
 /// A boxed error that may cross threads: the form in which the last error is kept.
@@ -17,8 +18,17 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 pub enum GiveUpReason {
     /// Every attempt allowed by `max_retries` failed with a retryable error.
     AttemptsExhausted,
-    /// The `timeout` on the whole call ran out, or the next wait would have ended past it.
+    /// The `timeout` on the whole call ran out while an attempt was running (async only: a
+    /// sync attempt cannot be cut off).
     DeadlineExceeded {
+        /// The bound that was set on the whole call.
+        timeout: Duration,
+    },
+    /// The wait before the next attempt (backoff, or the server's hint when longer) would
+    /// have ended past the `timeout`, so the call stopped before starting it.
+    WaitPastDeadline {
+        /// The wait that did not fit.
+        wait: Duration,
         /// The bound that was set on the whole call.
         timeout: Duration,
     },
@@ -38,6 +48,12 @@ impl fmt::Display for GiveUpReason {
             GiveUpReason::DeadlineExceeded { timeout } => {
                 write!(f, "the timeout of {:.1}s ran out", timeout.as_secs_f64())
             }
+            GiveUpReason::WaitPastDeadline { wait, timeout } => write!(
+                f,
+                "the next wait of {:.1}s would end past the timeout of {:.1}s",
+                wait.as_secs_f64(),
+                timeout.as_secs_f64()
+            ),
             GiveUpReason::HintAboveCap {
                 retry_after,
                 max_hint,
@@ -54,15 +70,21 @@ impl fmt::Display for GiveUpReason {
 /// The error of a retried call once it gives up: `Failed after {attempts} retries: {last error}`.
 ///
 /// It keeps everything a caller needs to save the task as `failed` and try it again later:
-/// the number of attempts made, the last error's text (credentials redacted), why the call
-/// stopped, how long the server asked to wait if it said, and the last error itself as
-/// [`source()`](Error::source), so the whole cause chain survives (like Python's `__cause__`). The function's own error type receives it through `From`:
-/// `anyhow::Error`, `Box<dyn Error + Send + Sync>`, `std::io::Error` and `String` do out of
-/// the box; a `thiserror` enum takes it with `#[error(transparent)] Exhausted(#[from] MediaProcessingError)`.
+/// the number of attempts made, the last error's text with its causes (credentials
+/// redacted), why the call stopped, how long the server asked to wait if it said, and the
+/// last error itself, typed, for code that asks for it ([`last_error`](Self::last_error),
+/// [`find`](Self::find), [`into_last_error`](Self::into_last_error)).
+///
+/// Every standard way of printing it shows no credential: `{}`, `{:?}`, and the
+/// [`source()`](Error::source) chain, which is a redacted view of the last error and its
+/// causes (their texts), not the errors themselves. So anyhow's `{:#}` and `{:?}` are safe to
+/// log. The function's own error type receives it through `From`: `anyhow::Error`,
+/// `Box<dyn Error + Send + Sync>`, `std::io::Error` and `String` do out of the box; a
+/// `thiserror` enum takes it with a variant `Exhausted(#[from] MediaProcessingError)`.
 ///
 /// ```
 /// use std::io;
-/// use retry_runtime::MediaProcessingError;
+/// use resilience::MediaProcessingError;
 ///
 /// let err = MediaProcessingError::exhausted(5, io::Error::from(io::ErrorKind::TimedOut));
 /// assert_eq!(err.to_string(), "Failed after 5 retries: timed out");
@@ -70,32 +92,37 @@ impl fmt::Display for GiveUpReason {
 /// assert_eq!(err.last_error_message(), "timed out");
 /// assert_eq!(err.last_error::<io::Error>().map(io::Error::kind), Some(io::ErrorKind::TimedOut));
 /// ```
-#[derive(thiserror::Error)]
-#[error("Failed after {attempts} retries: {message}")]
-pub struct MediaProcessingError {
+pub struct MediaProcessingError(Box<GiveUp>);
+
+/// The parts of a give-up, boxed: the error is built only on the failure path, and a user's
+/// error enum that holds it stays one pointer wide.
+struct GiveUp {
     attempts: u32,
     message: String,
     reason: GiveUpReason,
     retry_after: Option<Duration>,
-    #[source]
-    last_error: BoxError,
+    /// The last error itself, when its type could be kept.
+    last_error: Option<BoxError>,
+    /// What `source()` shows: the last error's chain, redacted.
+    view: RedactedCause,
 }
 
 impl MediaProcessingError {
     /// The error for a call whose `attempts` attempts all failed, the last with `last_error`.
     pub fn exhausted(attempts: u32, last_error: impl Into<BoxError>) -> Self {
         let last_error = last_error.into();
+        let message = text_with_causes(&*last_error);
         Self::new(
             attempts,
             GiveUpReason::AttemptsExhausted,
-            last_error.to_string(),
+            message,
             Some(last_error),
         )
     }
 
     /// Builds the error from its parts. `message` is the last error's text (credentials in
     /// it are redacted here); `last_error` is the error itself when its type can be kept (it
-    /// must be `Send + Sync + 'static`), otherwise the text stands in for it as `source()`.
+    /// must be `Send + Sync + 'static`), otherwise the text stands in for it.
     pub fn new(
         attempts: u32,
         reason: GiveUpReason,
@@ -106,106 +133,170 @@ impl MediaProcessingError {
             Cow::Borrowed(_) => message,
             Cow::Owned(redacted) => redacted,
         };
-        let last_error = last_error.unwrap_or_else(|| Box::new(LastErrorText(message.clone())));
-        Self {
+        let view = match &last_error {
+            Some(error) => RedactedCause::of(&**error),
+            None => RedactedCause::text(&message),
+        };
+        Self(Box::new(GiveUp {
             attempts,
             message,
             reason,
             retry_after: None,
             last_error,
-        }
+            view,
+        }))
     }
 
     /// The same error, carrying the wait the server asked for.
     #[must_use]
-    pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
-        Self {
-            retry_after,
-            ..self
-        }
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.0.retry_after = retry_after;
+        self
     }
 
     /// How many attempts were made before giving up.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.0.attempts
     }
 
-    /// The text of the last error, as it appears after `Failed after N retries: `.
+    /// The text of the last error and its causes, as it appears after `Failed after N retries: `.
     pub fn last_error_message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// Why the call stopped trying.
     pub fn reason(&self) -> GiveUpReason {
-        self.reason
+        self.0.reason
     }
 
     /// How long the server asked to wait before trying again (`Retry-After`, Gemini's
     /// `RetryInfo`), if its last answer said: save it with the failed task.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
-    /// The last error, if it is of type `E`.
+    /// The last error, if it is of type `E`. It is the error itself, not a redacted view:
+    /// print the give-up error rather than this.
     pub fn last_error<E: Error + 'static>(&self) -> Option<&E> {
-        self.last_error.downcast_ref::<E>()
+        self.0.last_error.as_ref()?.downcast_ref::<E>()
     }
 
-    /// The last error as it was kept: the original error when its type allowed, else its text.
-    pub fn last_error_dyn(&self) -> &(dyn Error + Send + Sync + 'static) {
-        &*self.last_error
+    /// The first error of type `E` in the last error's chain, the last error included: finds
+    /// an `HttpError` or an `io::Error` inside your own error type.
+    pub fn find<E: Error + 'static>(&self) -> Option<&E> {
+        let last: &(dyn Error + 'static) = &**self.0.last_error.as_ref()?;
+        links(last).find_map(|link| link.downcast_ref::<E>())
     }
 
     /// Takes the last error out as type `E`, or gives `self` back if it is of another type.
-    pub fn into_last_error<E: Error + 'static>(self) -> Result<E, Self> {
-        let Self {
-            attempts,
-            message,
-            reason,
-            retry_after,
-            last_error,
-        } = self;
-        match last_error.downcast::<E>() {
-            Ok(error) => Ok(*error),
-            Err(last_error) => Err(Self {
-                attempts,
-                message,
-                reason,
-                retry_after,
-                last_error,
-            }),
+    pub fn into_last_error<E: Error + 'static>(mut self) -> Result<E, Self> {
+        match self.0.last_error.take().map(|error| error.downcast::<E>()) {
+            Some(Ok(error)) => Ok(*error),
+            Some(Err(other)) => {
+                self.0.last_error = Some(other);
+                Err(self)
+            }
+            None => Err(self),
         }
     }
 }
 
-/// `Debug` is what `fn main() -> Result<..>` and `{:?}` print, so the last error's `Debug`
-/// (a client error often holds the request URL with its `key=`) is redacted too.
+impl fmt::Display for MediaProcessingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Failed after {} retries: {}",
+            self.0.attempts, self.0.message
+        )
+    }
+}
+
+/// `Debug` is what `fn main() -> Result<..>` and `{:?}` print, so it shows the redacted view
+/// of the last error, never its own `Debug` (a client error often holds the request URL).
 impl fmt::Debug for MediaProcessingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MediaProcessingError")
-            .field("attempts", &self.attempts)
-            .field("message", &self.message)
-            .field("reason", &self.reason)
-            .field("retry_after", &self.retry_after)
-            .field(
-                "last_error",
-                &format_args!("{}", redact(&format!("{:?}", self.last_error))),
-            )
+            .field("attempts", &self.0.attempts)
+            .field("message", &self.0.message)
+            .field("reason", &self.0.reason)
+            .field("retry_after", &self.0.retry_after)
+            .field("last_error", &self.0.view)
             .finish()
     }
 }
 
-/// Stands in for a last error whose type could not be kept (not `Send`, `Sync` or `'static`).
-#[derive(Debug)]
-struct LastErrorText(String);
-
-impl fmt::Display for LastErrorText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl Error for MediaProcessingError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.0.view)
     }
 }
 
-impl Error for LastErrorText {}
+/// One link of the last error's chain as `source()` shows it: its `Display` and `Debug`
+/// texts, redacted, made once when the give-up error is built.
+struct RedactedCause {
+    text: String,
+    debug: String,
+    next: Option<Box<RedactedCause>>,
+}
+
+impl RedactedCause {
+    fn of(error: &(dyn Error + 'static)) -> Self {
+        let mut causes: Vec<RedactedCause> = Vec::new();
+        for link in links(error) {
+            let text = redact(&link.to_string()).into_owned();
+            // An `io::Error` and the error inside it say the same: show it once.
+            if causes.last().is_some_and(|previous| previous.text == text) {
+                continue;
+            }
+            let debug = redact(&format!("{link:?}")).into_owned();
+            causes.push(RedactedCause {
+                text,
+                debug,
+                next: None,
+            });
+        }
+        let mut next = None;
+        while let Some(mut cause) = causes.pop() {
+            cause.next = next.map(Box::new);
+            next = Some(cause);
+        }
+        next.unwrap_or_else(|| Self::text(""))
+    }
+
+    fn text(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            debug: format!("{text:?}"),
+            next: None,
+        }
+    }
+}
+
+impl fmt::Display for RedactedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for RedactedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.debug)
+    }
+}
+
+impl Error for RedactedCause {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.next
+            .as_deref()
+            .map(|next| next as &(dyn Error + 'static))
+    }
+}
+
+/// Whether `link` is the view a give-up's `source()` returns: then a give-up stands behind
+/// it, even when a transparent wrapper hides the `MediaProcessingError` itself.
+pub(crate) fn is_give_up_view(link: &(dyn Error + 'static)) -> bool {
+    link.is::<RedactedCause>()
+}
 
 /// The last error of a call whose `timeout` ran out while an attempt was still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -219,9 +310,12 @@ pub struct DeadlineExceeded {
 /// a timeout on the whole call becomes `TimedOut`.
 impl From<MediaProcessingError> for io::Error {
     fn from(error: MediaProcessingError) -> Self {
-        let kind = match (error.last_error::<io::Error>(), error.reason) {
+        let kind = match (error.find::<io::Error>(), error.reason()) {
             (Some(last), _) => last.kind(),
-            (None, GiveUpReason::DeadlineExceeded { .. }) => io::ErrorKind::TimedOut,
+            (
+                None,
+                GiveUpReason::DeadlineExceeded { .. } | GiveUpReason::WaitPastDeadline { .. },
+            ) => io::ErrorKind::TimedOut,
             (None, _) => io::ErrorKind::Other,
         };
         io::Error::new(kind, error)
@@ -238,6 +332,21 @@ impl From<MediaProcessingError> for String {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Wrapped(&'static str, io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Wrapped {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
     #[test]
     fn display_is_exact() {
         let e = MediaProcessingError::exhausted(5, "429 Resource Exhausted");
@@ -250,14 +359,26 @@ mod tests {
     }
 
     #[test]
-    fn source_is_the_last_error_and_the_chain_survives() {
-        let root = io::Error::from(io::ErrorKind::ConnectionReset);
-        let e = MediaProcessingError::exhausted(3, root);
-        let source = e.source().expect("a source");
-        let io = source
-            .downcast_ref::<io::Error>()
-            .expect("the io error itself");
-        assert_eq!(io.kind(), io::ErrorKind::ConnectionReset);
+    fn source_is_a_redacted_view_of_the_last_error_and_its_causes() {
+        let root = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        let last = io::Error::other(Wrapped("GET https://g.test/v1?key=secret123 failed", root));
+        let e = MediaProcessingError::exhausted(3, last);
+        let texts: Vec<String> = links(&e).map(|l| l.to_string()).collect();
+        assert_eq!(
+            texts,
+            [
+                "Failed after 3 retries: GET https://g.test/v1?key=[REDACTED] failed: reset by peer",
+                "GET https://g.test/v1?key=[REDACTED] failed",
+                "reset by peer",
+            ]
+        );
+        assert!(!format!("{e:?}").contains("secret123"), "{e:?}");
+        // The typed errors are still there for code that asks.
+        assert_eq!(
+            e.find::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::Other)
+        );
+        assert!(e.find::<Wrapped>().is_some());
     }
 
     #[test]
@@ -356,8 +477,12 @@ mod tests {
     }
 
     #[test]
-    fn is_send_sync_and_static() {
+    fn is_send_sync_static_and_one_pointer_wide() {
         fn check<T: Send + Sync + 'static>() {}
         check::<MediaProcessingError>();
+        assert_eq!(
+            std::mem::size_of::<MediaProcessingError>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }

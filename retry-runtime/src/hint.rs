@@ -1,5 +1,5 @@
-//! What the server says about waiting (SPEC section 8): `Retry-After`, Gemini's `RetryInfo`,
-//! and per-day quotas that no wait of minutes will fix.
+//! What the server says about waiting (the README's "What the server says"): `Retry-After`,
+//! Gemini's `RetryInfo`, and per-day quotas that no wait of minutes will fix.
 //!
 //! Hints are read from a typed error where one carries them ([`HttpError`](crate::http::HttpError)
 //! with feature `http`, or an error type's own [`Classify::retry_after`](crate::Classify::retry_after)),

@@ -1,13 +1,12 @@
 //! HTTP answers as typed errors: the status decides retryability without parsing text, and
 //! the `Retry-After` header or a Gemini `RetryInfo` in the body is kept as the server's hint.
 //!
-//! With feature `reqwest`, [`error_for_status`] turns a `reqwest::Response` into one, and
-//! `reqwest::Error`s are classified by what they are (timeout, connect, status).
+//! With feature `reqwest`, `error_for_status` turns a `reqwest::Response` into one. The rules
+//! that classify an `HttpError` (and a `reqwest::Error`) live in [`classify`](crate::classify).
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::classify::{Classified, Classify, Verdict, classify_chain};
 use crate::hint::{ServerWords, read_text};
 
 /// An HTTP answer with an error status, kept whole: status, the server's delay hint, body.
@@ -96,46 +95,6 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-impl Classify for HttpError {
-    fn classify(&self) -> Verdict {
-        self.classified().map_or(Verdict::Unknown, |c| c.verdict)
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        self.server_words().retry_after
-    }
-
-    fn classified(&self) -> Option<Classified> {
-        Some(classify_chain(self))
-    }
-}
-
-#[cfg(feature = "http")]
-impl Classify for http::StatusCode {
-    fn classify(&self) -> Verdict {
-        crate::classify::classify_status(self.as_u16())
-    }
-}
-
-/// The typed rule for a `reqwest::Error`: timeouts and failed connections are retryable, a
-/// status decides by [`classify_status`](crate::classify::classify_status); for anything else
-/// the rest of its `source()` chain decides (a reset mid-body is an `io::Error` there).
-#[cfg(feature = "reqwest")]
-pub fn classify_reqwest(error: &reqwest::Error) -> Verdict {
-    if error.is_timeout() || error.is_connect() {
-        return Verdict::Retryable;
-    }
-    match error.status() {
-        Some(status) => crate::classify::classify_status(status.as_u16()),
-        None => Verdict::Unknown,
-    }
-}
-
-crate::classify::classify_by_chain! {
-    #[cfg(feature = "reqwest")]
-    reqwest::Error => |e| e;
-}
-
 /// Passes a successful response through; turns an error status into an [`HttpError`] that
 /// keeps the `Retry-After` header and the body (where Gemini puts its `RetryInfo`).
 ///
@@ -164,27 +123,5 @@ mod tests {
         assert!(shown.ends_with("..."));
         assert_eq!(shown.chars().filter(|c| *c == 'é').count(), 500);
         assert_eq!(HttpError::new(502, None, "  ").to_string(), "HTTP 502");
-    }
-
-    #[test]
-    fn header_hint_wins_over_body_hint() {
-        let e = HttpError::new(
-            429,
-            Some(Duration::from_secs(3)),
-            r#"{"retryDelay": "53s"}"#,
-        );
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
-        let e = HttpError::new(429, None, r#"{"retryDelay": "53s"}"#);
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(53)));
-    }
-
-    #[test]
-    fn a_per_day_quota_in_the_body_is_not_retried() {
-        let e = HttpError::new(
-            429,
-            None,
-            r#"{"message": "Your quota will reset after 12h", "quotaId": "GenerateRequestsPerDayPerProject"}"#,
-        );
-        assert_eq!(e.classify(), Verdict::NotRetryable);
     }
 }

@@ -1,5 +1,6 @@
 //! The runtime of [`resilience`](https://docs.rs/resilience): everything the
-//! `#[retry_with_backoff]` attribute calls, usable on its own through [`Retry`].
+//! `#[retry_with_backoff]` attribute calls, usable on its own through the closure API
+//! ([`Retryable`], [`BlockingRetryable`]).
 //!
 //! One concept per module: [`policy`] (the settings), [`backoff`] (the waits),
 //! [`classify`] (retryable or not), [`hint`] (what the server says about waiting),
@@ -19,7 +20,7 @@ pub mod http;
 pub mod log;
 pub mod policy;
 pub mod redact;
-mod retry;
+pub mod retry;
 mod scan;
 pub mod sleep;
 
@@ -29,4 +30,6 @@ pub mod __private;
 pub use classify::{Classified, Classify, Rule, Verdict};
 pub use error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};
-pub use retry::{BuiltinRules, ChainRules, Classifier, Retry};
+#[cfg(feature = "tokio")]
+pub use retry::Retryable;
+pub use retry::{BlockingRetryable, RetryError};

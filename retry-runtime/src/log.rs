@@ -1,9 +1,10 @@
-//! The `tracing` events of a retried call (SPEC section 4), all with target `resilience`.
+//! The `tracing` events of a retried call (the README's "Log events"), all with target
+//! `resilience`.
 //!
 //! Every event carries the fields `function`, `attempt`, `max_retries` and `delay_ms`
-//! (0 where no wait follows). Error texts arrive here already redacted
-//! ([`error_text`](crate::redact::error_text)). Each function is `#[cold]`: none runs when the first attempt
-//! succeeds, and keeping them out of line keeps the generated loop small.
+//! (0 where no wait follows). Error texts arrive here with their causes and already redacted
+//! ([`redact`](crate::redact::redact)). Each function is `#[cold]`: none runs when the first
+//! attempt succeeds, and keeping them out of line keeps the generated loop small.
 
 use std::time::Duration;
 
@@ -61,7 +62,8 @@ pub fn gave_up(
         attempt,
         max_retries,
         delay_ms = 0u64,
-        "Giving up after {attempt} attempts ({reason}): {error}",
+        "Giving up after {attempt} {} ({reason}): {error}",
+        attempts_word(attempt),
     );
 }
 
@@ -83,6 +85,11 @@ pub fn not_retryable(
         delay_ms = 0u64,
         "Not retrying: {error} ({rule})",
     );
+}
+
+/// "attempt" or "attempts", so a one-attempt give-up reads right.
+fn attempts_word(count: u32) -> &'static str {
+    if count == 1 { "attempt" } else { "attempts" }
 }
 
 fn millis(delay: Duration) -> u64 {

@@ -1,195 +1,519 @@
 //! Retrying a closure, for code that does not use the attribute (or cannot: a call built at
-//! run time, a policy read from configuration).
+//! run time, a policy read from configuration). The README's "The closure API".
+//!
+//! One expression, as in backon: `(|| fetch(url)).retry(&POLICY).await` for a closure that
+//! returns a future, `(|| read(path)).retry(&POLICY).call()` for a blocking one. The rules,
+//! waits, log events and give-up error are the attribute's. The result says which way the
+//! call failed, [`RetryError`], so the closure's error type needs no
+//! `From<MediaProcessingError>`.
 
-use std::fmt::Display;
+use std::error::Error;
+use std::fmt::{self, Display};
+use std::time::{Duration, Instant};
 
+use crate::__private::IntoVerdict;
 use crate::attempts::{Attempts, Next};
-use crate::classify::{
-    Classified, Classify, Rule, Verdict, classify_chain, classify_message, classify_own,
-};
+use crate::classify::chain::shown_text;
+use crate::classify::order::{Seen, decide};
+use crate::classify::{Classified, Classify, Rule};
 use crate::error::{BoxError, MediaProcessingError};
 use crate::policy::RetryPolicy;
-use crate::redact::error_text;
 use crate::sleep::{now_current, sleep_current};
 
-/// Decides whether an error of type `E` is worth another attempt.
-pub trait Classifier<E: ?Sized> {
-    /// The answer and the rule that gave it.
-    fn classify(&self, error: &E) -> Classified;
+/// How a retried closure failed: the error came back at once, or the attempts were spent.
+///
+/// The closure's own error is kept as it is in both cases: as [`NotRetryable`](Self::NotRetryable),
+/// or inside the give-up error ([`MediaProcessingError::last_error`]). An error type that can
+/// hold the give-up error gets it back with [`into_error`](Self::into_error), so `?` works
+/// as with the attribute: `.await.map_err(RetryError::into_error)?`.
+#[derive(Debug)]
+pub enum RetryError<E> {
+    /// No rule called the error worth another attempt: returned as the closure returned it.
+    NotRetryable(E),
+    /// Every attempt failed, or the `timeout` ran out: the give-up error, with the last
+    /// error inside.
+    GaveUp(MediaProcessingError),
 }
 
-/// The built-in rules, through the error type's [`Classify`] implementation; where that
-/// answers [`Verdict::Unknown`], the server's words and the text rule on the error's text.
+impl<E> RetryError<E> {
+    /// The error as the function's own type: the closure's error, or the give-up error
+    /// converted with `From` (an `anyhow::Error`, `io::Error`, `Box<dyn Error + Send + Sync>`
+    /// or a `thiserror` enum with a `#[from] MediaProcessingError` variant).
+    pub fn into_error(self) -> E
+    where
+        E: From<MediaProcessingError>,
+    {
+        match self {
+            RetryError::NotRetryable(error) => error,
+            RetryError::GaveUp(give_up) => E::from(give_up),
+        }
+    }
+
+    /// The give-up error, when the attempts were spent.
+    pub fn give_up(&self) -> Option<&MediaProcessingError> {
+        match self {
+            RetryError::GaveUp(give_up) => Some(give_up),
+            RetryError::NotRetryable(_) => None,
+        }
+    }
+}
+
+impl<E: Display> Display for RetryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryError::NotRetryable(error) => error.fmt(f),
+            RetryError::GaveUp(give_up) => give_up.fmt(f),
+        }
+    }
+}
+
+/// Transparent: the closure's error, or the give-up error, with their own sources.
+impl<E: Error + 'static> Error for RetryError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            RetryError::NotRetryable(error) => error.source(),
+            RetryError::GaveUp(give_up) => give_up.source(),
+        }
+    }
+}
+
+/// Who decides before the built-in rules: nobody, or a `.when` predicate.
+pub trait Decide<E: ?Sized> {
+    /// The answer for `error`; `builtin` runs the built-in rules.
+    fn decide(&self, error: &E, builtin: impl FnOnce() -> Classified) -> Classified;
+}
+
+/// No predicate: the built-in rules decide.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinRules;
 
-impl<E: Classify + Display + ?Sized> Classifier<E> for BuiltinRules {
-    fn classify(&self, error: &E) -> Classified {
-        classify_own(error, &error_text(&error))
+impl<E: ?Sized> Decide<E> for BuiltinRules {
+    fn decide(&self, _: &E, builtin: impl FnOnce() -> Classified) -> Classified {
+        builtin()
     }
 }
 
-/// The built-in rules over an `std::error::Error`'s `source()` chain, for error types that
-/// do not implement [`Classify`] (a plain `thiserror` enum):
-/// `Retry::new(&policy).classify_with(ChainRules)`.
+/// A `.when` predicate, asked first: its `bool` or [`Verdict`](crate::Verdict) decides, and
+/// its `Verdict::Unknown` leaves the decision to the built-in rules, as `retry_if` does.
+#[derive(Debug, Clone, Copy)]
+pub struct When<P>(pub(crate) P);
+
+impl<E: ?Sized, V: IntoVerdict, P: Fn(&E) -> V> Decide<E> for When<P> {
+    fn decide(&self, error: &E, builtin: impl FnOnce() -> Classified) -> Classified {
+        let builtin = builtin();
+        Classified::by(Rule::Predicate, (self.0)(error).into_verdict())
+            .map_or(builtin, |own| own.with_retry_after(builtin.retry_after))
+    }
+}
+
+/// Called before each wait with the error and the wait: count, persist or alert.
+pub trait Notify<E: ?Sized> {
+    /// One retry is about to wait `wait` after `error`.
+    fn notify(&mut self, error: &E, wait: Duration);
+}
+
+/// No hook.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ChainRules;
+pub struct Silent;
 
-impl<E: std::error::Error + 'static> Classifier<E> for ChainRules {
-    fn classify(&self, error: &E) -> Classified {
-        classify_chain(error)
+impl<E: ?Sized> Notify<E> for Silent {
+    fn notify(&mut self, _: &E, _: Duration) {}
+}
+
+/// A `.notify` hook.
+#[derive(Debug, Clone, Copy)]
+pub struct OnRetry<N>(N);
+
+impl<E: ?Sized, N: FnMut(&E, Duration)> Notify<E> for OnRetry<N> {
+    fn notify(&mut self, error: &E, wait: Duration) {
+        (self.0)(error, wait);
     }
 }
 
-/// A predicate answering `bool` or [`Verdict`]. Its `Verdict::Unknown` leaves the decision
-/// to the server's words and the text rule on the error's text (the macro's `retry_if` goes
-/// through all the built-in rules; a closure cannot, as it does not know the error's type).
-impl<E: Display + ?Sized, V: Into<Verdict>, F: Fn(&E) -> V> Classifier<E> for F {
-    fn classify(&self, error: &E) -> Classified {
-        let text = || classify_message(&error_text(&error));
-        match Classified::by(Rule::Predicate, self(error).into()) {
-            Some(own) => own.with_retry_after(text().retry_after),
-            None => text(),
+/// The settings a retried closure carries: the policy (a copy, so the retried call does not
+/// borrow it), the name its events show, the predicate and the hook. Shared by
+/// [`BlockingRetry`] and [`Retrying`].
+#[derive(Debug, Clone, Copy)]
+struct Settings<W, N> {
+    policy: RetryPolicy,
+    name: &'static str,
+    when: W,
+    notify: N,
+}
+
+impl Settings<BuiltinRules, Silent> {
+    fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            policy: *policy,
+            name: "closure",
+            when: BuiltinRules,
+            notify: Silent,
         }
     }
 }
 
-/// Retries a closure under a [`RetryPolicy`], with the same waits, log lines and give-up
-/// error as `#[retry_with_backoff]`.
-///
-/// The rules: by default, through the error type's [`Classify`] (implemented by
-/// `io::Error`, the boxed `dyn Error`s, `anyhow::Error`, `HttpError`, `reqwest::Error`, or your
-/// own type); for another `std::error::Error`, `.classify_with(ChainRules)` walks its
-/// `source()` chain as the attribute does; any closure `Fn(&E) -> bool` may decide instead.
-/// The error type must be `Send + Sync + 'static` (`Into<BoxError>`), to be kept in the
-/// give-up error.
+impl<W, N> Settings<W, N> {
+    fn when<P>(self, predicate: P) -> Settings<When<P>, N> {
+        Settings {
+            policy: self.policy,
+            name: self.name,
+            when: When(predicate),
+            notify: self.notify,
+        }
+    }
+
+    fn notify<M>(self, hook: M) -> Settings<W, OnRetry<M>> {
+        Settings {
+            policy: self.policy,
+            name: self.name,
+            when: self.when,
+            notify: OnRetry(hook),
+        }
+    }
+
+    /// One failed attempt, for both loops: the wait before the next attempt, or how the call
+    /// ends (`error` itself when it is not retryable, else the give-up error).
+    #[cold]
+    fn after_failure<E>(
+        &mut self,
+        attempts: &mut Attempts,
+        error: E,
+        now: fn() -> Instant,
+    ) -> Result<Duration, RetryError<E>>
+    where
+        E: Classify + Display + Into<BoxError>,
+        W: Decide<E>,
+        N: Notify<E>,
+    {
+        let seen = Seen::classify(&error, None);
+        let text = shown_text(&error, seen.chain);
+        let classified = self.when.decide(&error, || decide(seen, &text));
+        match attempts.after_failure(classified, &text, now) {
+            Next::Retry(wait) => {
+                self.notify.notify(&error, wait);
+                Ok(wait)
+            }
+            Next::Return => Err(RetryError::NotRetryable(error)),
+            Next::GiveUp(reason) => Err(RetryError::GaveUp(attempts.give_up(
+                reason,
+                text,
+                Some(keep(error)),
+            ))),
+        }
+    }
+}
+
+/// The error itself, boxed to be kept in the give-up error, where a caller can downcast it.
+fn keep<E: Classify + Into<BoxError>>(error: E) -> BoxError {
+    match error.__resilience_into_last_error() {
+        Ok(kept) => kept,
+        Err(error) => error.into(),
+    }
+}
+
+/// `.retry(&policy)` on a closure that returns a `Result`: the blocking form.
 ///
 /// ```
 /// use std::{io, rc::Rc, time::Duration};
-/// use retry_runtime::{Retry, RetryPolicy, sleep::{VirtualClock, with_sleeper}};
+/// use resilience::{BlockingRetryable, RetryPolicy, sleep::{VirtualClock, with_sleeper}};
 ///
-/// let policy = RetryPolicy::builder().max_retries(3).build()?;
+/// static POLICY: RetryPolicy = RetryPolicy::new();
 /// let mut calls = 0;
 /// let clock = Rc::new(VirtualClock::new());
 /// let answer = with_sleeper(clock.clone(), || {
-///     Retry::new(&policy).named("fetch").call(|| {
+///     (|| {
 ///         calls += 1;
-///         if calls < 3 {
-///             Err(io::Error::from(io::ErrorKind::ConnectionReset))
-///         } else {
-///             Ok("done")
-///         }
+///         if calls < 3 { Err(io::Error::from(io::ErrorKind::ConnectionReset)) } else { Ok("done") }
 ///     })
+///     .retry(&POLICY)
+///     .named("fetch")
+///     .call()
 /// });
-/// assert_eq!(answer?, "done");
+/// assert_eq!(answer.unwrap(), "done");
 /// assert_eq!(clock.sleeps().len(), 2);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+pub trait BlockingRetryable<T, E>: FnMut() -> Result<T, E> + Sized {
+    /// Retries this closure under a copy of `policy`; run it with [`BlockingRetry::call`].
+    fn retry(self, policy: &RetryPolicy) -> BlockingRetry<Self>;
+}
+
+impl<T, E, F: FnMut() -> Result<T, E>> BlockingRetryable<T, E> for F {
+    fn retry(self, policy: &RetryPolicy) -> BlockingRetry<Self> {
+        BlockingRetry {
+            op: self,
+            settings: Settings::new(policy),
+        }
+    }
+}
+
+/// A blocking closure and how to retry it; [`call`](Self::call) runs it, waiting on the
+/// current thread's [sleeper](crate::sleep::with_sleeper).
 #[derive(Debug, Clone, Copy)]
-#[must_use = "a `Retry` does nothing until `call` or `call_async` runs it"]
-pub struct Retry<'p, C = BuiltinRules> {
-    policy: &'p RetryPolicy,
-    function: &'static str,
-    classifier: C,
+#[must_use = "nothing runs until `call`"]
+pub struct BlockingRetry<F, W = BuiltinRules, N = Silent> {
+    op: F,
+    settings: Settings<W, N>,
 }
 
-impl<'p> Retry<'p> {
-    /// Retries under `policy` with the built-in rules.
-    pub fn new(policy: &'p RetryPolicy) -> Self {
-        Self {
-            policy,
-            function: "closure",
-            classifier: BuiltinRules,
-        }
-    }
-}
-
-impl<'p, C> Retry<'p, C> {
-    /// The name the log events carry in their `function` field.
-    pub fn named(self, function: &'static str) -> Self {
-        Self { function, ..self }
+impl<F, W, N> BlockingRetry<F, W, N> {
+    /// The name the log events carry in their `function` field (default `closure`).
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.settings.name = name;
+        self
     }
 
-    /// Decides retryability with `classifier` instead of the built-in rules, for instance a
-    /// closure `|e: &MyError| -> bool` or one that calls [`classify_error`](crate::classify::classify_error).
-    pub fn classify_with<D>(self, classifier: D) -> Retry<'p, D> {
-        Retry {
-            policy: self.policy,
-            function: self.function,
-            classifier,
-        }
-    }
-
-    /// Calls `op` until it succeeds, fails with an error that is not retryable, or the
-    /// policy gives up; waits on the current thread's [sleeper](crate::sleep::with_sleeper).
-    pub fn call<T, E, Op>(&self, mut op: Op) -> Result<T, E>
+    /// Asks `predicate` first, as the attribute's `retry_if`: it answers `bool` or a
+    /// [`Verdict`](crate::Verdict), whose `Unknown` leaves the decision to the built-in rules.
+    /// Given twice, the last one counts.
+    pub fn when<T, E, P, V>(self, predicate: P) -> BlockingRetry<F, When<P>, N>
     where
-        Op: FnMut() -> Result<T, E>,
-        C: Classifier<E>,
-        E: Display + Into<BoxError> + From<MediaProcessingError>,
+        F: FnMut() -> Result<T, E>,
+        P: Fn(&E) -> V,
+        V: IntoVerdict,
     {
-        let mut attempts = Attempts::start(self.policy, self.function, now_current);
+        BlockingRetry {
+            op: self.op,
+            settings: self.settings.when(predicate),
+        }
+    }
+
+    /// Calls `hook(&error, wait)` before each wait. Given twice, the last one counts.
+    pub fn notify<T, E, M>(self, hook: M) -> BlockingRetry<F, W, OnRetry<M>>
+    where
+        F: FnMut() -> Result<T, E>,
+        M: FnMut(&E, Duration),
+    {
+        BlockingRetry {
+            op: self.op,
+            settings: self.settings.notify(hook),
+        }
+    }
+
+    /// Calls the closure until it succeeds, fails with an error that is not retryable, or
+    /// the policy gives up.
+    pub fn call<T, E>(mut self) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: Classify + Display + Into<BoxError>,
+        W: Decide<E>,
+        N: Notify<E>,
+    {
+        let mut attempts = Attempts::start(&self.settings.policy, self.settings.name, now_current);
         loop {
-            let error = match op() {
+            match (self.op)() {
                 Ok(value) => {
                     attempts.succeeded();
                     return Ok(value);
                 }
-                Err(error) => error,
-            };
-            sleep_current(self.after_failure(&mut attempts, error, now_current)?);
-        }
-    }
-
-    /// The async form of [`call`](Self::call): waits with tokio's timer, and the `timeout`
-    /// also cuts off an attempt still running. Dropping the future cancels the call.
-    #[cfg(feature = "tokio")]
-    pub async fn call_async<T, E, Op, Fut>(&self, mut op: Op) -> Result<T, E>
-    where
-        Op: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-        C: Classifier<E>,
-        E: Display + Into<BoxError> + From<MediaProcessingError>,
-    {
-        use crate::sleep::{now_async, sleep_async, until_deadline};
-
-        let mut attempts = Attempts::start(self.policy, self.function, now_async);
-        loop {
-            let outcome = match until_deadline(attempts.deadline(), op()).await {
-                Ok(outcome) => outcome,
-                Err(passed) => return Err(attempts.deadline_passed(passed).into()),
-            };
-            // The error is dropped before the wait, so a non-`Send` error never makes the
-            // future non-`Send`.
-            let delay = match outcome {
-                Ok(value) => {
-                    attempts.succeeded();
-                    return Ok(value);
+                Err(error) => {
+                    let wait = self
+                        .settings
+                        .after_failure(&mut attempts, error, now_current)?;
+                    sleep_current(wait);
                 }
-                Err(error) => self.after_failure(&mut attempts, error, now_async)?,
-            };
-            sleep_async(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+pub use with_tokio::{Retryable, Retrying};
+
+#[cfg(feature = "tokio")]
+mod with_tokio {
+    use std::fmt::Display;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, ready};
+
+    use pin_project_lite::pin_project;
+
+    use std::time::Duration;
+
+    use super::{BuiltinRules, Decide, Notify, OnRetry, RetryError, Settings, Silent, When};
+    use crate::__private::IntoVerdict;
+    use crate::attempts::{Attempts, DeadlinePassed};
+    use crate::classify::Classify;
+    use crate::error::BoxError;
+    use crate::policy::RetryPolicy;
+    use crate::sleep::now_async;
+
+    /// `.retry(&policy)` on a closure that returns a future: the async form. The result is a
+    /// future; dropping it cancels the call at once, mid-wait included.
+    ///
+    /// ```
+    /// use std::{io, time::Duration};
+    /// use resilience::{RetryError, RetryPolicy, Retryable};
+    ///
+    /// static POLICY: RetryPolicy = RetryPolicy::new();
+    ///
+    /// async fn fetch(url: &str) -> Result<String, io::Error> {
+    ///     Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{url}: refused")))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let outcome = (|| fetch("http://127.0.0.1:9/")).retry(&POLICY).await;
+    /// let Err(RetryError::GaveUp(give_up)) = outcome else { panic!("expected a give-up") };
+    /// assert_eq!(give_up.attempts(), 5);
+    /// # }
+    /// ```
+    pub trait Retryable<T, E, Fut>: FnMut() -> Fut + Sized
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        /// Retries the futures this closure makes under a copy of `policy`; `.await` the
+        /// result.
+        fn retry(self, policy: &RetryPolicy) -> Retrying<Self, Fut>;
+    }
+
+    impl<T, E, Fut, F> Retryable<T, E, Fut> for F
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        fn retry(self, policy: &RetryPolicy) -> Retrying<Self, Fut> {
+            Retrying {
+                op: self,
+                settings: Settings::new(policy),
+                attempts: None,
+                state: State::Idle,
+            }
         }
     }
 
-    /// One failed attempt, for both loops: the wait before the next attempt, or the error to
-    /// return (`error` itself when it is not retryable, else the give-up error).
-    fn after_failure<E>(
-        &self,
-        attempts: &mut Attempts<'_>,
-        error: E,
-        now: impl FnOnce() -> std::time::Instant,
-    ) -> Result<std::time::Duration, E>
+    pin_project! {
+        /// A closure that makes futures, retried: a future itself. Waits with tokio's timer,
+        /// and the policy's `timeout` also cuts off an attempt still running.
+        #[must_use = "futures do nothing unless polled"]
+        pub struct Retrying<F, Fut, W = BuiltinRules, N = Silent> {
+            op: F,
+            settings: Settings<W, N>,
+            // Started at the first poll: the `timeout` runs from when the call starts.
+            attempts: Option<Attempts>,
+            #[pin]
+            state: State<Fut>,
+        }
+    }
+
+    pin_project! {
+        #[project = StateProj]
+        enum State<Fut> {
+            Idle,
+            Running { #[pin] attempt: Fut },
+            Bounded { #[pin] attempt: tokio::time::Timeout<Fut> },
+            Sleeping { #[pin] sleep: tokio::time::Sleep },
+            Done,
+        }
+    }
+
+    impl<F, Fut, W, N> Retrying<F, Fut, W, N> {
+        /// The name the log events carry in their `function` field (default `closure`).
+        pub fn named(mut self, name: &'static str) -> Self {
+            self.settings.name = name;
+            self
+        }
+
+        /// Asks `predicate` first, as the attribute's `retry_if`: it answers `bool` or a
+        /// [`Verdict`](crate::Verdict), whose `Unknown` leaves the decision to the built-in
+        /// rules. Given twice, the last one counts.
+        pub fn when<T, E, P, V>(self, predicate: P) -> Retrying<F, Fut, When<P>, N>
+        where
+            F: FnMut() -> Fut,
+            Fut: Future<Output = Result<T, E>>,
+            P: Fn(&E) -> V,
+            V: IntoVerdict,
+        {
+            Retrying {
+                op: self.op,
+                settings: self.settings.when(predicate),
+                attempts: self.attempts,
+                state: self.state,
+            }
+        }
+
+        /// Calls `hook(&error, wait)` before each wait. Given twice, the last one counts.
+        pub fn notify<T, E, M>(self, hook: M) -> Retrying<F, Fut, W, OnRetry<M>>
+        where
+            F: FnMut() -> Fut,
+            Fut: Future<Output = Result<T, E>>,
+            M: FnMut(&E, Duration),
+        {
+            Retrying {
+                op: self.op,
+                settings: self.settings.notify(hook),
+                attempts: self.attempts,
+                state: self.state,
+            }
+        }
+    }
+
+    impl<F, Fut, T, E, W, N> Future for Retrying<F, Fut, W, N>
     where
-        C: Classifier<E>,
-        E: Display + Into<BoxError> + From<MediaProcessingError>,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + Display + Into<BoxError>,
+        W: Decide<E>,
+        N: Notify<E>,
     {
-        let text = error_text(&error);
-        let classified = self.classifier.classify(&error);
-        match attempts.after_failure(classified, &text, now) {
-            Next::Retry(delay) => Ok(delay),
-            Next::Return => Err(error),
-            Next::GiveUp(reason) => Err(attempts.give_up(reason, text, Some(error.into())).into()),
+        type Output = Result<T, RetryError<E>>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let mut this = self.project();
+            loop {
+                let attempts = this.attempts.get_or_insert_with(|| {
+                    Attempts::start(&this.settings.policy, this.settings.name, now_async)
+                });
+                let outcome = match this.state.as_mut().project() {
+                    StateProj::Idle => {
+                        let attempt = (this.op)();
+                        this.state.set(match attempts.deadline() {
+                            None => State::Running { attempt },
+                            Some(deadline) => State::Bounded {
+                                attempt: tokio::time::timeout_at(
+                                    tokio::time::Instant::from_std(deadline),
+                                    attempt,
+                                ),
+                            },
+                        });
+                        continue;
+                    }
+                    StateProj::Running { attempt } => ready!(attempt.poll(cx)),
+                    StateProj::Bounded { attempt } => match ready!(attempt.poll(cx)) {
+                        Ok(outcome) => outcome,
+                        Err(_elapsed) => {
+                            this.state.set(State::Done);
+                            let give_up = attempts.deadline_passed(DeadlinePassed);
+                            return Poll::Ready(Err(RetryError::GaveUp(give_up)));
+                        }
+                    },
+                    StateProj::Sleeping { sleep } => {
+                        ready!(sleep.poll(cx));
+                        this.state.set(State::Idle);
+                        continue;
+                    }
+                    StateProj::Done => panic!("a `Retrying` future was polled after it completed"),
+                };
+                let next = match outcome {
+                    Ok(value) => {
+                        attempts.succeeded();
+                        Err(Ok(value))
+                    }
+                    Err(error) => this
+                        .settings
+                        .after_failure(attempts, error, now_async)
+                        .map_err(Err),
+                };
+                match next {
+                    Ok(wait) => this.state.set(State::Sleeping {
+                        sleep: tokio::time::sleep(wait),
+                    }),
+                    Err(done) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(done);
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,103 @@
+//! Walking an error's `source()` chain, and the text that shows its causes.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::redact::redact;
+
+/// The error and its causes. An [`io::Error`] built around another error hides that error
+/// from `source()` (it forwards the inner error's own source), so step into it explicitly.
+pub(crate) fn links<'a>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    // A chain that loops back on itself (a buggy `source()`) must still end.
+    const MAX_LINKS: usize = 64;
+    std::iter::successors(Some(error), |&link: &&'a (dyn Error + 'static)| match link
+        .downcast_ref::<io::Error>()
+        .and_then(io::Error::get_ref)
+    {
+        Some(inner) => Some(inner as &(dyn Error + 'static)),
+        None => link.source(),
+    })
+    .take(MAX_LINKS)
+}
+
+/// The error's `Display`, followed by each cause whose text it does not already contain,
+/// joined by `: ` as anyhow's `{:#}` does: `while resetting the pool: 503 Service Unavailable`.
+/// A cause whose text the line already holds (thiserror's `"request failed: {0}"`) is not
+/// repeated.
+pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
+    let mut text = String::new();
+    for link in links(error) {
+        let part = link.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !part.is_empty() && !text.contains(part.as_str()) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+/// An error's text as logs and give-up errors show it: with its causes when it has a chain,
+/// else its `Display`; credentials redacted.
+pub(crate) fn shown_text(
+    error: &(impl fmt::Display + ?Sized),
+    chain: Option<&(dyn Error + 'static)>,
+) -> String {
+    let text = match chain {
+        Some(chain) => text_with_causes(chain),
+        None => error.to_string(),
+    };
+    match redact(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(redacted) => redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Link(&'static str, Option<Box<Link>>);
+
+    impl fmt::Display for Link {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Link {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|l| l as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn causes_are_appended_once_each() {
+        let e = Link(
+            "while resetting the pool",
+            Some(Box::new(Link("503 Service Unavailable", None))),
+        );
+        assert_eq!(
+            text_with_causes(&e),
+            "while resetting the pool: 503 Service Unavailable"
+        );
+        let contained = Link("request failed: boom", Some(Box::new(Link("boom", None))));
+        assert_eq!(text_with_causes(&contained), "request failed: boom");
+        let empty = Link("outer", Some(Box::new(Link("", None))));
+        assert_eq!(text_with_causes(&empty), "outer");
+    }
+
+    #[test]
+    fn an_io_error_around_another_error_is_stepped_into() {
+        let inner = Link("inner", Some(Box::new(Link("root cause", None))));
+        let outer = io::Error::other(inner);
+        assert_eq!(text_with_causes(&outer), "inner: root cause");
+        assert_eq!(links(&outer).count(), 3);
+    }
+}

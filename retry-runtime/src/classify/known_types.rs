@@ -1,0 +1,71 @@
+//! The typed rule: the error types whose type alone says whether a retry may help, wherever
+//! they stand in a `source()` chain.
+
+use std::error::Error;
+use std::io;
+
+use super::{Verdict, by_io_kind, by_status};
+use crate::http::HttpError;
+
+/// The answer for one link of a chain, or `Unknown` when its type is not one of these:
+/// - an [`io::Error`]: by its kind ([`by_io_kind`]);
+/// - an [`HttpError`]: by its status ([`by_status`]);
+/// - with feature `reqwest`, a `reqwest::Error`: retryable on a timeout or a failed
+///   connection, else by its status when it has one;
+/// - with feature `tokio`, `tokio::time::error::Elapsed`: a timeout, retryable.
+pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
+    if let Some(io) = link.downcast_ref::<io::Error>() {
+        return by_io_kind(io.kind());
+    }
+    if let Some(http) = link.downcast_ref::<HttpError>() {
+        return by_status(http.status());
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(error) = link.downcast_ref::<reqwest::Error>() {
+        return by_reqwest(error);
+    }
+    #[cfg(feature = "tokio")]
+    if link.is::<tokio::time::error::Elapsed>() {
+        return Verdict::Retryable;
+    }
+    Verdict::Unknown
+}
+
+/// Timeouts and failed connections are retryable, a status decides by [`by_status`]; for
+/// anything else the rest of the chain decides (a reset mid-body is an `io::Error` there).
+#[cfg(feature = "reqwest")]
+fn by_reqwest(error: &reqwest::Error) -> Verdict {
+    if error.is_timeout() || error.is_connect() {
+        return Verdict::Retryable;
+    }
+    match error.status() {
+        Some(status) => by_status(status.as_u16()),
+        None => Verdict::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_kinds_and_http_statuses_are_known() {
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(by_known_type(&reset), Verdict::Retryable);
+        assert_eq!(by_known_type(&io::Error::other("x")), Verdict::Unknown);
+        let bad = HttpError::new(400, None, "timeout must be positive");
+        assert_eq!(by_known_type(&bad), Verdict::NotRetryable);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(start_paused = true)]
+    async fn a_tokio_timeout_is_retryable() {
+        let elapsed = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(by_known_type(&elapsed), Verdict::Retryable);
+    }
+}
