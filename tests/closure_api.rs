@@ -1596,3 +1596,89 @@ async fn async_future_is_send_and_dropping_it_mid_wait_stops_attempts() {
     tokio::time::sleep(secs(120.0)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A hand-written `Classify` that gives its chain, and `RetryError` as a cause
+
+#[derive(Debug, thiserror::Error)]
+enum HandWritten {
+    #[error("i/o")]
+    Io(#[source] io::Error),
+}
+
+impl resilience::Classify for HandWritten {
+    fn classify(&self) -> resilience::Verdict {
+        resilience::Verdict::Unknown
+    }
+
+    fn error_chain(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self)
+    }
+}
+
+impl From<MediaProcessingError> for HandWritten {
+    fn from(give_up: MediaProcessingError) -> Self {
+        HandWritten::Io(io::Error::other(give_up))
+    }
+}
+
+#[test]
+fn a_hand_written_classify_with_its_chain_gets_the_chain_rules() {
+    let policy = no_jitter(3);
+    let calls = Cell::new(0u32);
+    let (result, _) = on_virtual_clock(|| {
+        (|| -> Result<(), HandWritten> {
+            calls.set(calls.get() + 1);
+            Err(HandWritten::Io(reset()))
+        })
+        .retry(&policy)
+        .call()
+    });
+    assert_eq!(
+        calls.get(),
+        3,
+        "the io::Error's kind decides, as under the attribute"
+    );
+    assert!(matches!(result, Err(RetryError::GaveUp(_))));
+}
+
+#[resilience::retry_with_backoff(max_retries = 3, jitter = 0)]
+fn outer_of_a_closure(calls: &Cell<u32>) -> anyhow::Result<()> {
+    let policy = no_jitter(2);
+    (|| -> io::Result<()> {
+        calls.set(calls.get() + 1);
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "timeout field missing",
+        ))
+    })
+    .retry(&policy)
+    .call()?;
+    Ok(())
+}
+
+#[test]
+fn an_outer_retry_sees_the_closures_error_through_retry_error() {
+    let calls = Cell::new(0u32);
+    let (result, _) = on_virtual_clock(|| outer_of_a_closure(&calls));
+    let error = result.unwrap_err();
+    assert_eq!(
+        calls.get(),
+        1,
+        "its kind says the data is wrong, whatever the text says"
+    );
+    assert_eq!(
+        error
+            .downcast_ref::<RetryError<io::Error>>()
+            .map(|e| e.give_up().is_none()),
+        Some(true)
+    );
+    assert_eq!(
+        error
+            .chain()
+            .nth(1)
+            .and_then(|e| e.downcast_ref::<io::Error>())
+            .map(io::Error::kind),
+        Some(io::ErrorKind::InvalidData)
+    );
+}

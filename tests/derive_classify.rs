@@ -203,3 +203,87 @@ fn the_attribute_follows_the_derive() {
         assert_eq!(calls.get(), expected, "{:?}", answer());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Generic and borrowing types
+
+#[derive(Debug, thiserror::Error, Classify)]
+enum Generic<E> {
+    #[error(transparent)]
+    Inner(#[from] E),
+    #[error("upstream said 503 Service Unavailable")]
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error, Classify)]
+#[error("{message}")]
+struct Borrowed<'a> {
+    message: &'a str,
+}
+
+#[test]
+fn a_generic_type_is_classified_through_its_parameter() {
+    let reset = Generic::Inner(io::Error::from(io::ErrorKind::ConnectionReset));
+    assert_eq!(reset.classify(), Verdict::Retryable);
+    assert_eq!(explain_own(&reset).rule, Rule::KnownType);
+    let bad = Generic::Inner(io::Error::from(io::ErrorKind::InvalidData));
+    assert_eq!(bad.classify(), Verdict::NotRetryable);
+    assert_eq!(Generic::<io::Error>::Busy.classify(), Verdict::Retryable);
+    assert_eq!(
+        explain_own(&Generic::<io::Error>::Busy).rule,
+        Rule::StatusInText
+    );
+}
+
+#[test]
+fn a_borrowing_type_is_classified_by_its_text() {
+    assert_eq!(
+        Borrowed {
+            message: "connection reset"
+        }
+        .classify(),
+        Verdict::Retryable
+    );
+    assert_eq!(
+        Borrowed {
+            message: "400 Bad Request"
+        }
+        .classify(),
+        Verdict::NotRetryable
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A body that does not decode
+
+#[derive(Debug, serde::Deserialize)]
+struct Config {
+    #[allow(dead_code)] // read only to make the decoding fail
+    timeout: u64,
+}
+
+#[retry_with_backoff(max_retries = 3, base_delay = 0.001, max_delay = 0.005, jitter = 0)]
+async fn get_config(client: &reqwest::Client, url: &str) -> Result<Config, ClientError> {
+    Ok(client.get(url).send().await?.json::<Config>().await?)
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_not_retried_whatever_its_field_names() {
+    let server = server([Fault::ok(r#"{"retries": 3}"#), Fault::ok("{}")]).await;
+    let err = get_config(&client(), &server.url("/config"))
+        .await
+        .unwrap_err();
+    assert_eq!(server.requests(), 1, "{err}");
+    assert!(
+        matches!(&err, ClientError::Request(e) if e.is_decode()),
+        "{err:?}"
+    );
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("missing field `timeout`")),
+        "{cause:?}"
+    );
+    assert_eq!(explain_own(&err).rule, Rule::KnownType);
+}

@@ -250,3 +250,107 @@ fn the_give_up_itself_says_so_when_classified() {
     assert_eq!(explain(&give_up).rule, Rule::InnerGiveUp);
     assert_eq!(give_up.classify(), resilience::Verdict::NotRetryable);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A wrapper's message before the give-up's text: `format!("upload failed: {e}")`.
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn outer_formatted_string(calls: &Cell<u32>) -> Result<(), String> {
+    inner_string(calls).map_err(|e| format!("upload failed: {e}"))
+}
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn outer_formatted_anyhow(calls: &Cell<u32>) -> anyhow::Result<()> {
+    inner_io(calls).map_err(|e| anyhow::anyhow!("upload failed: {e}"))
+}
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn outer_formatted_io(calls: &Cell<u32>) -> io::Result<()> {
+    inner_io(calls).map_err(|e| io::Error::new(e.kind(), format!("upload failed: {e}")))
+}
+
+#[derive(Debug, thiserror::Error, Classify)]
+enum Upload {
+    #[error("upload failed: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Exhausted(#[from] MediaProcessingError),
+}
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn outer_formatted_variant(calls: &Cell<u32>) -> Result<(), Upload> {
+    inner_io(calls).map_err(|e| Upload::Failed(e.to_string()))
+}
+
+#[test]
+fn a_give_up_whose_text_a_wrapper_prefixed() {
+    for (shape, run) in [
+        (
+            "String",
+            (|c| outer_formatted_string(c).map_err(|e| e.to_string()))
+                as fn(&Cell<u32>) -> Result<(), String>,
+        ),
+        ("anyhow!", |c| {
+            outer_formatted_anyhow(c).map_err(|e| e.to_string())
+        }),
+        ("io::Error::new", |c| {
+            outer_formatted_io(c).map_err(|e| e.to_string())
+        }),
+        ("a derived variant", |c| {
+            outer_formatted_variant(c).map_err(|e| e.to_string())
+        }),
+    ] {
+        let (logs, _guard) = common::capture();
+        let calls = Cell::new(0);
+        let (result, _) = on_virtual_clock(|| run(&calls));
+        assert_eq!(
+            result.unwrap_err(),
+            format!("upload failed: Failed after 3 retries: {UNAVAILABLE}"),
+            "{shape}"
+        );
+        assert_inner_give_up_not_retried(&calls, &logs);
+    }
+}
+
+/// A wrapper with its own message that forwards `source()` past the give-up, as
+/// `#[error(transparent)]` does: neither its text nor its chain shows the give-up itself, only
+/// the view that the give-up's `source()` returns.
+#[derive(Debug)]
+struct Forwarding(MediaProcessingError);
+
+impl std::fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("analysis failed")
+    }
+}
+
+impl Error for Forwarding {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<MediaProcessingError> for Forwarding {
+    fn from(give_up: MediaProcessingError) -> Self {
+        Forwarding(give_up)
+    }
+}
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn inner_forwarding(calls: &Cell<u32>) -> Result<(), Forwarding> {
+    Err(MediaProcessingError::exhausted(1, upstream(calls)).into())
+}
+
+#[test]
+fn only_the_view_in_the_chain_gives_the_give_up_away() {
+    let calls = Cell::new(0);
+    let error = Forwarding(MediaProcessingError::exhausted(1, upstream(&calls)));
+    assert_eq!(error.to_string(), "analysis failed");
+    assert_eq!(explain(&error).rule, Rule::InnerGiveUp);
+    let (logs, _guard) = common::capture();
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| inner_forwarding(&calls));
+    assert!(result.is_err());
+    assert_eq!(calls.get(), 1, "the forwarded give-up is not retried");
+    assert_eq!(logs.messages().len(), 1, "{:?}", logs.messages());
+}

@@ -1338,3 +1338,28 @@ fn a_cause_already_in_the_message_is_not_repeated() {
         "Failed after 2 retries: upload failed: connection reset by peer"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rules read the text as it is; only what is shown is redacted
+
+#[retry_with_backoff(max_retries = 3, jitter = 0)]
+fn auth_proxy(calls: &Cell<u32>) -> Result<(), String> {
+    calls.set(calls.get() + 1);
+    // "auth: …" is a secret-looking name: the redacted text would read `auth: [REDACTED]`.
+    Err("auth: connection refused".to_owned())
+}
+
+#[test]
+fn a_text_is_classified_before_it_is_redacted() {
+    let (logs, _guard) = common::capture();
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| auth_proxy(&calls));
+    assert_eq!(calls.get(), 3, "the refused connection is retried");
+    let shown = result.unwrap_err();
+    assert_eq!(shown, "Failed after 3 retries: auth: [REDACTED]");
+    assert!(
+        logs.messages()
+            .iter()
+            .all(|m| !m.contains("connection refused"))
+    );
+}

@@ -57,9 +57,18 @@ enum Answer {
     /// `#[classify(retryable)]` / `#[classify(not_retryable)]`.
     Declared(bool),
     /// Classified as this field's type is.
-    Field(Member),
+    Field(Box<Wrapped>),
     /// Left to the built-in rules over the text and the chain.
     Rules,
+}
+
+/// The field a variant wraps.
+struct Wrapped {
+    member: Member,
+    ty: syn::Type,
+    /// Marked `#[from]` or `#[source]`, or named `source`: thiserror requires it to be an
+    /// `std::error::Error`, so the derive may too.
+    is_source: bool,
 }
 
 /// One arm of the answer: the pattern's path (`Self::Variant` or `Self`) and its answer.
@@ -120,7 +129,7 @@ fn answer(attrs: &[Attribute], fields: &Fields, errors: &mut Errors) -> Answer {
     match declared(attrs, errors) {
         Some(retryable) => Answer::Declared(retryable),
         None => match wrapped_field(fields) {
-            Some(member) => Answer::Field(member),
+            Some(wrapped) => Answer::Field(Box::new(wrapped)),
             None => Answer::Rules,
         },
     }
@@ -157,7 +166,11 @@ fn declared(attrs: &[Attribute], errors: &mut Errors) -> Option<bool> {
             }
             Ok(())
         });
+        let empty = matches!(&attr.meta, syn::Meta::List(list) if list.tokens.is_empty());
         match parsed {
+            Ok(()) if empty => {
+                errors.spanned(attr, format!("`#[classify()]` needs an option; {EXPECTED}"));
+            }
             Ok(()) => {}
             // `#[classify]` alone, or `#[classify = ..]`.
             Err(_) if !matches!(attr.meta, syn::Meta::List(_)) => {
@@ -173,17 +186,7 @@ const EXPECTED: &str = "expected `#[classify(retryable)]` or `#[classify(not_ret
 
 /// The field a variant wraps: its only field, or the one thiserror calls its source
 /// (`#[from]`, `#[source]`, or a field named `source`).
-fn wrapped_field(fields: &Fields) -> Option<Member> {
-    let member = |index: usize, field: &syn::Field| match &field.ident {
-        Some(ident) => Member::Named(ident.clone()),
-        None => Member::Unnamed(syn::Index {
-            index: index as u32,
-            span: field.ty.span(),
-        }),
-    };
-    if fields.len() == 1 {
-        return fields.iter().next().map(|field| member(0, field));
-    }
+fn wrapped_field(fields: &Fields) -> Option<Wrapped> {
     let marked = |field: &syn::Field| {
         field
             .attrs
@@ -192,11 +195,65 @@ fn wrapped_field(fields: &Fields) -> Option<Member> {
     };
     let named_source = |field: &syn::Field| field.ident.as_ref().is_some_and(|i| i == "source");
     let fields: Vec<&syn::Field> = fields.iter().collect();
-    fields
+    let index = fields
         .iter()
         .position(|f| marked(f))
         .or_else(|| fields.iter().position(|f| named_source(f)))
-        .map(|index| member(index, fields[index]))
+        .or_else(|| (fields.len() == 1).then_some(0))?;
+    let field = fields.get(index)?;
+    let member = match &field.ident {
+        Some(ident) => Member::Named(ident.clone()),
+        None => Member::Unnamed(syn::Index {
+            index: u32::try_from(index).ok()?,
+            span: field.ty.span(),
+        }),
+    };
+    Some(Wrapped {
+        member,
+        ty: field.ty.clone(),
+        is_source: marked(field) || named_source(field),
+    })
+}
+
+/// Whether `tokens` name one of the type's generic parameters: then what the probes can see
+/// depends on bounds, which the impl must state.
+fn mentions(tokens: &TokenStream, generics: &syn::Generics) -> Mentions {
+    let types: Vec<String> = generics
+        .type_params()
+        .map(|p| p.ident.to_string())
+        .collect();
+    let lifetimes: Vec<String> = generics
+        .lifetimes()
+        .map(|l| l.lifetime.ident.to_string())
+        .collect();
+    let mut found = Mentions::default();
+    let mut tokens = tokens.clone().into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            proc_macro2::TokenTree::Ident(ident) => {
+                found.type_param |= types.iter().any(|t| ident == t);
+            }
+            // A lifetime is a `'` punct followed by its name.
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
+                    found.lifetime |= lifetimes.iter().any(|l| name == l);
+                }
+            }
+            proc_macro2::TokenTree::Group(group) => {
+                let inner = mentions(&group.stream(), generics);
+                found.type_param |= inner.type_param;
+                found.lifetime |= inner.lifetime;
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[derive(Default, Clone, Copy)]
+struct Mentions {
+    type_param: bool,
+    lifetime: bool,
 }
 
 fn is_classify(attr: &Attribute) -> bool {
@@ -206,7 +263,17 @@ fn is_classify(attr: &Attribute) -> bool {
 fn implementation(input: &DeriveInput, arms: Vec<Arm>) -> TokenStream {
     let rt = quote!(::resilience::__private);
     let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let generics = &input.generics;
+    let (impl_generics, ty_generics, _) = generics.split_for_impl();
+    let mut bounds: Vec<TokenStream> = Vec::new();
+    let self_ty = quote!(#ident #ty_generics);
+    // A type that borrows cannot be seen as a `dyn Error + 'static`: its text alone is read.
+    let self_borrows = generics.lifetimes().next().is_some();
+    // With generic parameters, the probes see only what the bounds in scope say; thiserror's
+    // own bounds are on its impl, not here, so the impl restates what it needs.
+    if generics.type_params().next().is_some() && !self_borrows && uses_thiserror(input) {
+        bounds.push(quote!(#self_ty: ::std::error::Error + 'static));
+    }
     let field = format_ident!("__resilience_field", span = Span::mixed_site());
     let arms: Vec<TokenStream> = arms
         .into_iter()
@@ -230,19 +297,40 @@ fn implementation(input: &DeriveInput, arms: Vec<Arm>) -> TokenStream {
                         };
                         quote!(#path #any_fields => #rt::declared(#rt::Verdict::#verdict),)
                     }
-                    Answer::Field(member) => {
+                    Answer::Field(wrapped) => {
+                        let ty = &wrapped.ty;
+                        let mentioned = mentions(&quote!(#ty), generics);
+                        if mentioned.lifetime {
+                            // Not `'static`: nothing typed to see; the variant's text decides.
+                            return quote!(#path #any_fields => ::core::option::Option::None,);
+                        }
+                        if mentioned.type_param && wrapped.is_source {
+                            bounds.push(quote!(#ty: ::std::error::Error + 'static));
+                        }
+                        let member = &wrapped.member;
                         let span = member.span();
                         let bind = quote_spanned!(span=> #member: #field);
-                        let pattern = quote!(#path { #bind, .. });
-                        quote_spanned!(span=> #pattern => #rt::field_answer(
-                    (&&&&#rt::Probe(#field)).__resilience_see()
-                ),)
+                        quote_spanned!(span=> #path { #bind, .. } => #rt::field_answer(
+                        (&&&&#rt::Probe(#field)).__resilience_see()
+                    ),)
                     }
                     Answer::Rules => quote!(#path #any_fields => ::core::option::Option::None,),
                 }
             },
         )
         .collect();
+    let mut where_clause = generics
+        .where_clause
+        .clone()
+        .unwrap_or_else(|| syn::WhereClause {
+            where_token: Default::default(),
+            predicates: Default::default(),
+        });
+    for bound in bounds {
+        if let Ok(predicate) = syn::parse2::<syn::WherePredicate>(bound) {
+            where_clause.predicates.push(predicate);
+        }
+    }
     // An enum without variants has no value to match on.
     let match_arms = if arms.is_empty() {
         quote!(match *self {})
@@ -254,25 +342,29 @@ fn implementation(input: &DeriveInput, arms: Vec<Arm>) -> TokenStream {
             }
         )
     };
+    let chain = if self_borrows {
+        quote!(::core::option::Option::None)
+    } else {
+        quote!({
+            #[allow(unused_imports)]
+            use #rt::{ChainOfError as _, ChainOfOther as _};
+            (&&#rt::SelfProbe(self)).__resilience_chain_of()
+        })
+    };
+    let text = quote!(|| {
+        #[allow(unused_imports)]
+        use #rt::{TextOfDisplay as _, TextOfOther as _};
+        (&&#rt::SelfProbe(self)).__resilience_text_of()
+    });
     quote! {
         #[automatically_derived]
-        impl #impl_generics ::resilience::Classify for #ident #ty_generics #where_clause {
+        impl #impl_generics ::resilience::Classify for #self_ty #where_clause {
             fn classify(&self) -> ::resilience::Verdict {
-                #rt::derived(self, || {
-                    #[allow(unused_imports)]
-                    use #rt::{TextOfDisplay as _, TextOfOther as _};
-                    (&&#rt::SelfProbe(self)).__resilience_text_of()
-                })
-                .verdict
+                #rt::derived(self, #text).verdict
             }
 
             fn retry_after(&self) -> ::core::option::Option<::core::time::Duration> {
-                #rt::derived(self, || {
-                    #[allow(unused_imports)]
-                    use #rt::{TextOfDisplay as _, TextOfOther as _};
-                    (&&#rt::SelfProbe(self)).__resilience_text_of()
-                })
-                .retry_after
+                #rt::derived(self, #text).retry_after
             }
 
             #[doc(hidden)]
@@ -282,16 +374,24 @@ fn implementation(input: &DeriveInput, arms: Vec<Arm>) -> TokenStream {
                 #match_arms
             }
 
-            #[doc(hidden)]
-            fn __resilience_chain(
+            fn error_chain(
                 &self,
             ) -> ::core::option::Option<&(dyn ::std::error::Error + 'static)> {
-                #[allow(unused_imports)]
-                use #rt::{ChainOfError as _, ChainOfOther as _};
-                (&&#rt::SelfProbe(self)).__resilience_chain_of()
+                #chain
             }
         }
     }
+}
+
+/// Whether thiserror derives the type's `Error` (an `#[error(..)]` on it or a variant): then it
+/// is an `std::error::Error` wherever its own bounds hold.
+fn uses_thiserror(input: &DeriveInput) -> bool {
+    let has_error = |attrs: &[Attribute]| attrs.iter().any(|a| a.path().is_ident("error"));
+    has_error(&input.attrs)
+        || match &input.data {
+            Data::Enum(data) => data.variants.iter().any(|v| has_error(&v.attrs)),
+            _ => false,
+        }
 }
 
 /// The impl emitted after an error: it compiles, decides nothing, and hides nothing of the

@@ -255,6 +255,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
                         let #seen = #see;
                         let #text = #error_text;
                         let #classified = #classify;
+                        let #text = #rt::redacted(#text);
                         match #attempts.after_failure(#classified, &#text, #now) {
                             #rt::Next::Retry(#delay) => #delay,
                             #rt::Next::Return => #return_error,

@@ -150,18 +150,24 @@ pub fn give_up_as<E: FromGiveUp>(error: MediaProcessingError) -> E {
     note = "implement `std::fmt::Display` (`#[derive(thiserror::Error)]` with `#[error(\"...\")]` does), or return `anyhow::Error` or `std::io::Error`"
 )]
 pub trait ErrorText {
-    /// The text with the causes of `seen`'s chain, credentials redacted.
+    /// The text with the causes of `seen`'s chain, as the rules read it (not redacted).
     fn error_text(&self, seen: &Seen<'_>) -> String;
 }
 
 impl<E: Display + ?Sized> ErrorText for E {
     #[inline]
     fn error_text(&self, seen: &Seen<'_>) -> String {
-        crate::classify::chain::shown_text(self, seen.chain)
+        crate::classify::chain::text_of(self, seen.chain)
     }
 }
 
-/// The failed attempt's error text, with its causes, credentials redacted.
+/// The text as logs and give-up errors show it: credentials redacted.
+#[cold]
+pub fn redacted(text: String) -> String {
+    crate::classify::chain::redacted(text)
+}
+
+/// The failed attempt's error text, with its causes, as the rules read it.
 #[cold]
 pub fn error_text<E: ErrorText + ?Sized>(error: &E, seen: &Seen<'_>) -> String {
     error.error_text(seen)

@@ -243,12 +243,12 @@ impl RedactedCause {
     fn of(error: &(dyn Error + 'static)) -> Self {
         let mut causes: Vec<RedactedCause> = Vec::new();
         for link in links(error) {
-            let text = redact(&link.to_string()).into_owned();
+            let text = shortened(redact(&link.to_string()).into_owned());
             // An `io::Error` and the error inside it say the same: show it once.
             if causes.last().is_some_and(|previous| previous.text == text) {
                 continue;
             }
-            let debug = redact(&format!("{link:?}")).into_owned();
+            let debug = shortened(redact(&format!("{link:?}")).into_owned());
             causes.push(RedactedCause {
                 text,
                 debug,
@@ -270,6 +270,22 @@ impl RedactedCause {
             next: None,
         }
     }
+}
+
+/// A view's text is cut after this many bytes: a multi-megabyte error page, kept whole in
+/// every link's `Debug`, would otherwise be copied once per link.
+const VIEW_TEXT_LIMIT: usize = 4096;
+
+fn shortened(mut text: String) -> String {
+    if text.len() > VIEW_TEXT_LIMIT {
+        let mut cut = VIEW_TEXT_LIMIT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
 }
 
 impl fmt::Display for RedactedCause {

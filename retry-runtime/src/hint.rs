@@ -97,12 +97,16 @@ fn value_after<'t>(text: &'t str, name: &'static str) -> Option<&'t str> {
 
 /// Each value written after `name` and a `:`, quotes and backslashes skipped: for
 /// `"retryDelay": "53s"` it yields `53s`; for `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`
-/// the whole date.
+/// the whole date. A value is read for at most [`MAX_VALUE`] bytes, so a long text costs one
+/// pass, however many names it repeats.
 fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &'t str> {
     let bytes = text.as_bytes();
     let mut from = 0;
     std::iter::from_fn(move || {
-        while let Some(found) = find_ignore_ascii_case(&bytes[from..], name.as_bytes()) {
+        while let Some(found) = bytes
+            .get(from..)
+            .and_then(|rest| find_ignore_ascii_case(rest, name.as_bytes()))
+        {
             let after_name = from + found + name.len();
             from = after_name;
             let colon = skip(bytes, after_name, |b| matches!(b, b'"' | b'\\' | b' '));
@@ -112,8 +116,11 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
             let start = skip(bytes, colon + 1, |b| {
                 matches!(b, b'"' | b'\\' | b' ' | b'\t')
             });
-            let quoted = start > colon + 1 && bytes[start - 1] == b'"';
-            let end = skip(bytes, start, |b| {
+            let quoted = start > colon + 1 && bytes.get(start - 1) == Some(&b'"');
+            let window = bytes
+                .get(..floor_char_boundary(text, start + MAX_VALUE))
+                .unwrap_or(bytes);
+            let end = skip(window, start, |b| {
                 if quoted {
                     !matches!(b, b'"' | b'\\' | b'\n' | b'\r')
                 } else {
@@ -122,20 +129,33 @@ fn values_after<'t>(text: &'t str, name: &'static str) -> impl Iterator<Item = &
             });
             // An unquoted HTTP date has a comma after the weekday ("Wed, 21 Oct 2015 ..."):
             // then the value runs to the end of the line.
-            let weekday = text[start..end].bytes().all(|b| b.is_ascii_alphabetic());
-            let end = if !quoted && weekday && bytes.get(end) == Some(&b',') {
-                skip(bytes, end, |b| {
+            let value = text.get(start..end).unwrap_or_default();
+            let weekday = value.bytes().all(|b| b.is_ascii_alphabetic());
+            let end = if !quoted && weekday && window.get(end) == Some(&b',') {
+                skip(window, end, |b| {
                     !matches!(b, b'\n' | b'\r' | b'"' | b'\\' | b';')
                 })
             } else {
                 end
             };
-            if end > start {
-                return Some(text[start..end].trim());
+            if let Some(value) = text.get(start..end).filter(|_| end > start) {
+                return Some(value.trim());
             }
         }
         None
     })
+}
+
+/// The longest value read after a name: a quota id, a delay or an HTTP date fit easily.
+const MAX_VALUE: usize = 256;
+
+/// `at`, or the nearest char boundary below it, within the text.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         spans: Vec::new(),
     };
     named_values(&mut found);
+    xml_elements(&mut found);
     bearer_tokens(&mut found);
     url_userinfo(&mut found);
     key_shapes(&mut found);
@@ -290,8 +291,14 @@ fn separator_after(bytes: &[u8], name_end: usize) -> Option<Separator> {
         b'=' if !matches!(next, Some(b'=' | b'>')) => false,
         _ => return None,
     };
+    // Pretty-printed JSON may put the value on the line after the colon.
+    let value = if colon {
+        skip(bytes, at + 1, |b| is_blank(b) || b == b'\n' || b == b'\r')
+    } else {
+        skip(bytes, at + 1, is_blank)
+    };
     Some(Separator {
-        value: skip(bytes, at + 1, is_blank),
+        value,
         colon,
         escaped,
     })
@@ -600,6 +607,40 @@ fn matching_close(bytes: &[u8], open: usize, escaped: bool) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
+// XML elements: `<SecretAccessKey>…</SecretAccessKey>` in AWS-style error bodies
+
+fn xml_elements(found: &mut Found<'_>) {
+    let bytes = found.text.as_bytes();
+    let mut from = 0;
+    while let Some(offset) = bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'<'))
+    {
+        let open = from + offset;
+        from = open + 1;
+        let name_end = skip(bytes, from, |b| is_name_byte(b) || b == b':');
+        if name_end == from {
+            continue;
+        }
+        // Attributes may follow the name; the tag ends at `>` (a self-closing `/>` has no value).
+        let tag_end = skip(bytes, name_end, |b| !matches!(b, b'>' | b'<' | b'\n'));
+        if byte(bytes, tag_end) != Some(b'>') || byte(bytes, tag_end.wrapping_sub(1)) == Some(b'/')
+        {
+            continue;
+        }
+        if bytes.get(from..name_end).and_then(secret_name).is_none() {
+            continue;
+        }
+        let value = tag_end + 1;
+        if starts_with(bytes, value, REDACTED) {
+            continue;
+        }
+        found.add(value, skip(bytes, value, |b| b != b'<'));
+        from = value;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bearer tokens anywhere
 
 fn bearer_tokens(found: &mut Found<'_>) {
@@ -644,7 +685,8 @@ fn url_userinfo(found: &mut Found<'_>) {
         let user_end = bytes
             .get(start..end)
             .and_then(|authority| authority.iter().rposition(|&b| b == b'@'))
-            .map(|at| start + at);
+            .map(|at| start + at)
+            .or_else(|| password_with_delimiters(bytes, start, end));
         if let Some(user_end) = user_end
             && bytes
                 .get(start..user_end)
@@ -656,6 +698,36 @@ fn url_userinfo(found: &mut Found<'_>) {
         // (`x://a(https://u:p@h`), whose `:` is the byte before it.
         from = end.saturating_sub(1).max(start);
     }
+}
+
+/// Where the userinfo ends when a connection string's password holds a raw `/` or `#`
+/// (`postgres://app:pa/ss@db`, `redis://:s3cr#t@cache`), which end a proper authority: the
+/// last `@` before the query or the end of the URL, when a `:` comes before the first `/`
+/// and what follows it is not a port (`https://host:8080/@scope` has no password).
+fn password_with_delimiters(bytes: &[u8], start: usize, end: usize) -> Option<usize> {
+    if !matches!(byte(bytes, end), Some(b'/' | b'#')) {
+        return None;
+    }
+    let url_end = skip(bytes, start, |b| {
+        !(b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`' | b'?' | b'['))
+    });
+    let at = start
+        + bytes
+            .get(start..url_end)?
+            .iter()
+            .rposition(|&b| b == b'@')?;
+    let colon = start + bytes.get(start..end)?.iter().position(|&b| b == b':')?;
+    let after_colon = bytes.get(colon + 1..at)?;
+    let up_to_slash = after_colon
+        .iter()
+        .position(|&b| b == b'/' || b == b'#')
+        .map_or(after_colon, |cut| {
+            after_colon.get(..cut).unwrap_or_default()
+        });
+    // Nothing before the `/` (`a(https://u:p@h`: another URL starts there) or only digits
+    // (a port) is no password.
+    let is_password = !up_to_slash.is_empty() && !up_to_slash.iter().all(u8::is_ascii_digit);
+    is_password.then_some(at)
 }
 
 /// Ends the authority part of a URL. `[` is among them so that a `[REDACTED]` standing
@@ -913,6 +985,49 @@ fn ends_value(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_elements_named_as_secrets_are_hidden() {
+        let body = "<Error><Code>InvalidAccessKeyId</Code><SecretAccessKey>wJalrXUtnFEMI</SecretAccessKey><SessionToken>FwoGZX</SessionToken><SignatureProvided>abc123</SignatureProvided><RequestId>4442587FB7D0A2F9</RequestId></Error>";
+        let out = redact(body);
+        for secret in ["wJalrXUtnFEMI", "FwoGZX", "abc123"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("<Code>InvalidAccessKeyId</Code>"), "{out}");
+        assert!(
+            out.contains("<RequestId>4442587FB7D0A2F9</RequestId>"),
+            "{out}"
+        );
+        assert_eq!(redact(&out), out);
+    }
+
+    #[test]
+    fn url_passwords_with_raw_delimiters_are_hidden() {
+        assert_eq!(
+            redact("postgres://app:hun/ter2@db.internal:5432/app"),
+            "postgres://[REDACTED]@db.internal:5432/app"
+        );
+        assert_eq!(
+            redact("redis://:s3cr#t@cache:6379"),
+            "redis://[REDACTED]@cache:6379"
+        );
+        // A port before a path that holds an `@` is not a password.
+        assert_eq!(
+            redact("https://registry.test:8080/@scope/pkg"),
+            "https://registry.test:8080/@scope/pkg"
+        );
+        assert_eq!(
+            redact("https://h.test/users?email=bob@example.com"),
+            "https://h.test/users?email=bob@example.com"
+        );
+    }
+
+    #[test]
+    fn a_json_value_on_the_next_line_is_hidden() {
+        let body = "{\n  \"client_secret\":\n    \"GOCSPX-abcdef\"\n}";
+        let out = redact(body);
+        assert!(!out.contains("GOCSPX"), "{out}");
+    }
 
     fn hidden(text: &str) -> String {
         redact(text).into_owned()

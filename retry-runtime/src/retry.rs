@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::__private::IntoVerdict;
 use crate::attempts::{Attempts, Next};
-use crate::classify::chain::shown_text;
+use crate::classify::chain::{redacted, text_of};
 use crate::classify::order::{Seen, decide};
 use crate::classify::{Classified, Classify, Rule};
 use crate::error::{BoxError, MediaProcessingError};
@@ -67,12 +67,13 @@ impl<E: Display> Display for RetryError<E> {
     }
 }
 
-/// Transparent: the closure's error, or the give-up error, with their own sources.
+/// Its source is the error it holds, so that what reads the chain (an outer retry, anyhow's
+/// `downcast_ref`) finds the closure's error or the give-up error itself, typed.
 impl<E: Error + 'static> Error for RetryError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            RetryError::NotRetryable(error) => error.source(),
-            RetryError::GaveUp(give_up) => give_up.source(),
+            RetryError::NotRetryable(error) => Some(error),
+            RetryError::GaveUp(give_up) => Some(give_up),
         }
     }
 }
@@ -186,8 +187,9 @@ impl<W, N> Settings<W, N> {
         N: Notify<E>,
     {
         let seen = Seen::classify(&error, None);
-        let text = shown_text(&error, seen.chain);
+        let text = text_of(&error, seen.chain);
         let classified = self.when.decide(&error, || decide(seen, &text));
+        let text = redacted(text);
         match attempts.after_failure(classified, &text, now) {
             Next::Retry(wait) => {
                 self.notify.notify(&error, wait);

@@ -7,27 +7,27 @@ use std::time::Duration;
 
 use super::order::{Seen, decide};
 use super::{Classified, Classify, Verdict};
-use crate::error::MediaProcessingError;
 #[cfg(feature = "anyhow")]
 use crate::error::BoxError;
+use crate::error::MediaProcessingError;
 
 macro_rules! classify_by_chain {
     ($($(#[$attr:meta])* $ty:ty => |$this:ident| $as_error:expr $(, keep: $keep:expr)?;)*) => {$(
         $(#[$attr])*
         impl Classify for $ty {
             fn classify(&self) -> Verdict {
-                self.__resilience_chain().map_or(Verdict::Unknown, |e| super::explain(e).verdict)
+                self.error_chain().map_or(Verdict::Unknown, |e| super::explain(e).verdict)
             }
 
             fn retry_after(&self) -> Option<Duration> {
-                super::explain(self.__resilience_chain()?).retry_after
+                super::explain(self.error_chain()?).retry_after
             }
 
             fn __resilience_own_answer(&self) -> Option<Classified> {
                 None
             }
 
-            fn __resilience_chain(&self) -> Option<&(dyn Error + 'static)> {
+            fn error_chain(&self) -> Option<&(dyn Error + 'static)> {
                 let $this = self;
                 Some($as_error)
             }

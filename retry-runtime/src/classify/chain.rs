@@ -42,16 +42,20 @@ pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
     text
 }
 
-/// An error's text as logs and give-up errors show it: with its causes when it has a chain,
-/// else its `Display`; credentials redacted.
-pub(crate) fn shown_text(
+/// An error's whole text: with its causes when it has a chain, else its `Display`. The rules
+/// read it as it is; logs and give-up errors show it [redacted](crate::redact::redact).
+pub(crate) fn text_of(
     error: &(impl fmt::Display + ?Sized),
     chain: Option<&(dyn Error + 'static)>,
 ) -> String {
-    let text = match chain {
+    match chain {
         Some(chain) => text_with_causes(chain),
         None => error.to_string(),
-    };
+    }
+}
+
+/// `text` with credentials redacted, reusing its buffer when there are none.
+pub(crate) fn redacted(text: String) -> String {
     match redact(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(redacted) => redacted,

@@ -4,7 +4,9 @@
 //! A `MediaProcessingError` is recognised by its type anywhere in the chain, and also by the
 //! redacting view that its `source()` returns: a wrapper marked `#[error(transparent)]`
 //! forwards `source()` to it and so hides the `MediaProcessingError` itself, but not the view.
-//! An error that only kept the give-up's text (a `String`) is recognised by its first words.
+//! An error that only kept the give-up's text (a `String`, `format!("upload failed: {e}")`) is
+//! recognised by the give-up's own words, `Failed after {n} retries: `, at the start of the
+//! text or after a `: `.
 
 use std::error::Error;
 
@@ -15,13 +17,20 @@ pub(crate) fn is_give_up(link: &(dyn Error + 'static)) -> bool {
     link.is::<MediaProcessingError>() || is_give_up_view(link)
 }
 
-/// Whether a text starts as a give-up's does: `Failed after {n} retries: `.
+/// Whether a text holds a give-up's own line, `Failed after {n} retries: `, at its start or
+/// after a `: ` (where a wrapper's message puts its cause).
 pub(crate) fn is_give_up_text(text: &str) -> bool {
-    let Some(rest) = text.strip_prefix("Failed after ") else {
-        return false;
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    digits > 0 && rest[digits..].starts_with(" retries: ")
+    const MARK: &str = "Failed after ";
+    text.match_indices(MARK).any(|(at, _)| {
+        let starts_a_part = at == 0 || text.get(..at).is_some_and(|before| before.ends_with(": "));
+        let rest = text.get(at + MARK.len()..).unwrap_or_default();
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        starts_a_part
+            && digits > 0
+            && rest
+                .get(digits..)
+                .is_some_and(|tail| tail.starts_with(" retries: "))
+    })
 }
 
 #[cfg(test)]
@@ -30,14 +39,21 @@ mod tests {
 
     #[test]
     fn the_give_up_line_is_recognised_and_nothing_else() {
-        assert!(is_give_up_text("Failed after 3 retries: 503"));
-        assert!(is_give_up_text("Failed after 12 retries: "));
+        for text in [
+            "Failed after 3 retries: 503",
+            "Failed after 12 retries: ",
+            "upload failed: Failed after 3 retries: 503",
+            "a: b: Failed after 1 retries: x",
+        ] {
+            assert!(is_give_up_text(text), "{text}");
+        }
         for text in [
             "Failed after retries: 503",
             "failed after 3 retries: 503",
             "Failed after 3 attempts: 503",
-            "upstream: Failed after 3 retries: 503",
             "Failed after 3x retries: 503",
+            "we Failed after 3 retries: 503",
+            "Failed after ",
             "",
         ] {
             assert!(!is_give_up_text(text), "{text}");

@@ -31,17 +31,23 @@ pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
     Verdict::Unknown
 }
 
-/// Timeouts and failed connections are retryable, a status decides by [`by_status`]; for
-/// anything else the rest of the chain decides (a reset mid-body is an `io::Error` there).
+/// Timeouts and failed connections are retryable, a status decides by [`by_status`]. A body
+/// that does not decode, a request that cannot be built and a redirect loop will fail the same
+/// way again, unless an I/O failure beneath caused them (a reset mid-body): then the rest of
+/// the chain decides, as it does for anything else.
 #[cfg(feature = "reqwest")]
 fn by_reqwest(error: &reqwest::Error) -> Verdict {
     if error.is_timeout() || error.is_connect() {
         return Verdict::Retryable;
     }
-    match error.status() {
-        Some(status) => by_status(status.as_u16()),
-        None => Verdict::Unknown,
+    if let Some(status) = error.status() {
+        return by_status(status.as_u16());
     }
+    let io_beneath = super::chain::links(error).any(|link| link.is::<io::Error>());
+    if (error.is_decode() || error.is_builder() || error.is_redirect()) && !io_beneath {
+        return Verdict::NotRetryable;
+    }
+    Verdict::Unknown
 }
 
 #[cfg(test)]

@@ -116,11 +116,27 @@ pub trait Classify {
             .map(|c| c.with_retry_after(self.retry_after()))
     }
 
-    /// The error chain the built-in rules walk around the own answer, for types that are not
-    /// an `std::error::Error` themselves (`anyhow::Error`, boxed errors) or that generic code
-    /// cannot see as one.
-    #[doc(hidden)]
-    fn __resilience_chain(&self) -> Option<&(dyn Error + 'static)> {
+    /// The error as an `std::error::Error`, so that the built-in rules also walk its
+    /// `source()` chain around your answer, where generic code cannot see the type is one
+    /// (the closure API). `#[derive(Classify)]` and the built-in implementations give it; a
+    /// hand-written implementation on an error type returns `Some(self)`:
+    ///
+    /// ```
+    /// # use resilience::{Classify, Verdict};
+    /// # #[derive(Debug, thiserror::Error)]
+    /// # #[error("x")]
+    /// # struct ApiError;
+    /// impl Classify for ApiError {
+    ///     fn classify(&self) -> Verdict {
+    ///         Verdict::Unknown
+    ///     }
+    ///
+    ///     fn error_chain(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         Some(self)
+    ///     }
+    /// }
+    /// ```
+    fn error_chain(&self) -> Option<&(dyn Error + 'static)> {
         None
     }
 
@@ -260,9 +276,4 @@ pub fn explain(error: &(dyn Error + 'static)) -> Classified {
 /// ```
 pub fn explain_own<E: Classify + Error + 'static>(error: &E) -> Classified {
     order::decide(order::Seen::classify(error, Some(error)), "")
-}
-
-/// [`explain`]'s verdict alone.
-pub fn by_chain(error: &(dyn Error + 'static)) -> Verdict {
-    explain(error).verdict
 }

@@ -37,7 +37,7 @@ impl<'a> Seen<'a> {
     ) -> Self {
         Self {
             own: error.__resilience_own_answer(),
-            chain: error.__resilience_chain().or(fallback),
+            chain: error.error_chain().or(fallback),
         }
     }
 

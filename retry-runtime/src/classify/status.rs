@@ -39,7 +39,7 @@ impl Classify for HttpError {
         None
     }
 
-    fn __resilience_chain(&self) -> Option<&(dyn Error + 'static)> {
+    fn error_chain(&self) -> Option<&(dyn Error + 'static)> {
         Some(self)
     }
 }

@@ -145,15 +145,23 @@ const REASON_PHRASES: [(u16, &str); 59] = [
 /// [`RETRYABLE_CODES`]. Matching ignores ASCII case; `timeout_seconds`, `5000x500` and
 /// `connections` are other words.
 pub fn has_retryable_word(text: &str) -> bool {
+    let bytes = text.as_bytes();
     let mut after_timed = false;
     Words::new(text).any(|word| {
         // `gap` is `None` when a URL stood between: then `timed` was not this word's neighbour.
         let timed_out = after_timed && word.gap.is_some() && word.text.eq_ignore_ascii_case(b"out");
         after_timed = word.text.eq_ignore_ascii_case(b"timed");
+        // A word alone in backticks or single quotes names something (serde's
+        // ``missing field `timeout` ``, Python's `KeyError: 'timeout'`): it reports no failure.
+        let quoted = matches!(
+            (word.gap.and_then(<[u8]>::last), bytes.get(word.end)),
+            (Some(b'`'), Some(b'`')) | (Some(b'\''), Some(b'\''))
+        );
         timed_out
-            || KEYWORDS
-                .iter()
-                .any(|keyword| word.text.eq_ignore_ascii_case(keyword.as_bytes()))
+            || (!quoted
+                && KEYWORDS
+                    .iter()
+                    .any(|keyword| word.text.eq_ignore_ascii_case(keyword.as_bytes())))
             || three_digits(word.text).is_some_and(|code| RETRYABLE_CODES.contains(&code))
     })
 }
@@ -313,16 +321,17 @@ struct Word<'a> {
     gap: Option<&'a [u8]>,
 }
 
-/// The words of a text, skipping URLs. Word boundaries are at ASCII bytes only, so every
-/// range handed out lies on `char` boundaries.
+/// The words of a text, skipping URLs and paths. Word boundaries are at ASCII bytes only, so
+/// every range handed out lies on `char` boundaries.
 struct Words<'a> {
     text: &'a str,
     at: usize,
     last_end: usize,
     crossed_url: bool,
-    /// The next URL at or after `at`; found lazily, one URL ahead, so the text is read a
-    /// bounded number of times in all.
+    /// The next URL and the next path at or after `at`; each found lazily, one ahead, so the
+    /// text is read a bounded number of times in all.
     url: Option<Range<usize>>,
+    path: Option<Range<usize>>,
 }
 
 impl<'a> Words<'a> {
@@ -333,12 +342,22 @@ impl<'a> Words<'a> {
             last_end: 0,
             crossed_url: false,
             url: find_url(text, 0),
+            path: find_path(text, 0),
         }
     }
 
-    /// Where the next URL starts (the end of the text if none): nothing is read past it.
+    /// The next text to skip: the nearer of the next URL and the next path.
+    fn next_skip(&self) -> Option<&Range<usize>> {
+        match (&self.url, &self.path) {
+            (Some(url), Some(path)) => Some(if path.start < url.start { path } else { url }),
+            (url, path) => url.as_ref().or(path.as_ref()),
+        }
+    }
+
+    /// Where the next URL or path starts (the end of the text if none): nothing is read past
+    /// it.
     fn next_url_start(&self) -> usize {
-        self.url.as_ref().map_or(self.text.len(), |url| url.start)
+        self.next_skip().map_or(self.text.len(), |skip| skip.start)
     }
 }
 
@@ -355,11 +374,17 @@ impl<'a> Iterator for Words<'a> {
             if self.at < limit {
                 break;
             }
-            // At a URL (or the end of the text): step over it and look for the next one.
-            let url = self.url.take()?;
-            self.at = url.end.max(self.at);
+            // At a URL or a path (or the end of the text): step over it, and look again for
+            // what now lies behind.
+            let skip = self.next_skip()?.clone();
+            self.at = skip.end.max(self.at);
             self.crossed_url = true;
-            self.url = find_url(self.text, self.at);
+            if self.url.as_ref().is_some_and(|url| url.start < self.at) {
+                self.url = find_url(self.text, self.at);
+            }
+            if self.path.as_ref().is_some_and(|path| path.start < self.at) {
+                self.path = find_path(self.text, self.at);
+            }
         }
         let start = self.at;
         let limit = self.next_url_start();
@@ -414,6 +439,29 @@ fn find_url(text: &str, from: usize) -> Option<Range<usize>> {
             return Some(scheme + letter..url_end(text, colon + 3));
         }
         search = colon + 1;
+    }
+}
+
+/// The first path starting at or after `from`, written without a scheme: a `/` that starts
+/// a word (at the start, or after whitespace, `(`, `[` or a quote) followed by a path
+/// character, as in `POST /v1/password-reset failed`. `I/O timeout` and `read / write` are
+/// not paths.
+fn find_path(text: &str, from: usize) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut search = from;
+    loop {
+        let slash = search + bytes.get(search..)?.iter().position(|&b| b == b'/')?;
+        let starts_word = slash == 0
+            || bytes.get(slash - 1).is_some_and(|&b| {
+                b.is_ascii_whitespace() || matches!(b, b'(' | b'[' | b'"' | b'\'' | b'`')
+            });
+        let then_path = bytes
+            .get(slash + 1)
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'-'));
+        if starts_word && then_path {
+            return Some(slash..url_end(text, slash + 1));
+        }
+        search = slash + 1;
     }
 }
 
@@ -603,6 +651,32 @@ mod tests {
         ] {
             assert!(!has_retryable_word(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn paths_without_a_scheme_decide_nothing() {
+        check(&[
+            ("request to /v1/password-reset failed", NoAnswer),
+            ("GET /api/connection/42 returned 404", NoAnswer),
+            ("POST /jobs/reset: connection refused", Retry),
+            ("I/O timeout", Retry),
+            ("read / write timeout", Retry),
+        ]);
+    }
+
+    #[test]
+    fn a_quoted_word_names_something_and_reports_nothing() {
+        check(&[
+            ("missing field `timeout` at line 1 column 14", NoAnswer),
+            (
+                "unknown field `connection`, expected one of `host`, `port`",
+                NoAnswer,
+            ),
+            ("KeyError: 'timeout'", NoAnswer),
+            ("'timeout' is a required property", NoAnswer),
+            ("the `timeout` of 5s ran out: timed out", Retry),
+            ("`connection reset`", Retry),
+        ]);
     }
 
     #[test]
@@ -887,10 +961,12 @@ mod tests {
         "504",
     ];
 
+    /// Text of no words around a keyword; without `/` (a path starts there) and the quotes
+    /// that make a lone word a name.
     fn non_word_text() -> impl Strategy<Value = String> {
         any::<String>().prop_map(|text| {
             text.chars()
-                .filter(|&c| !c.is_ascii_alphanumeric() && c != '_')
+                .filter(|&c| !c.is_ascii_alphanumeric() && !matches!(c, '_' | '/' | '`' | '\''))
                 .collect()
         })
     }

@@ -46,7 +46,10 @@ fn main() {
         Verdict::NotRetryable
     );
     assert_eq!(Wrapped.classify(), Verdict::Retryable);
-    let _ = Generic(io::Error::other("x")).classify();
-    let _ = NoDisplay(1).classify();
+    assert_eq!(
+        Generic(io::Error::from(io::ErrorKind::ConnectionReset)).classify(),
+        Verdict::Retryable
+    );
+    assert_eq!(NoDisplay(1).classify(), Verdict::NotRetryable);
     let _ = |never: Never| never.classify();
 }
