@@ -3,8 +3,9 @@
 //! mid-answer are retried with exponential backoff; an image that still fails is kept as a
 //! `failed` task with its error, its attempt count and the server's "retry after", never lost.
 //!
-//! By default everything is local: the example draws ten small PNGs into a temp folder and starts
-//! a fake Gemini server on 127.0.0.1 that injects faults, so it needs no network and no key.
+//! By default everything is local: the example reads the ten small PNGs in `examples/images/`
+//! and starts `fault-server`'s fake Gemini on 127.0.0.1, which injects faults at a seeded rate,
+//! so it needs no network and no key.
 //!
 //! ```text
 //! cargo run --example gemini_vision                        # local fake Gemini, 50% faults
@@ -23,27 +24,63 @@ use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
+use clap::Parser;
+use fault_server::{FaultServer, GeminiFaults};
 use indicatif::{ProgressBar, ProgressStyle};
 use resilience::http::{HttpError, error_for_status};
 use resilience::{Classify, GiveUpReason, MediaProcessingError, retry_with_backoff};
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 
 const REAL_API: &str = "https://generativelanguage.googleapis.com";
-const DEFAULT_MODEL: &str = "gemini-2.0-flash";
 const PROMPT: &str = "Describe this image in one short sentence.";
 /// How long one HTTP request may take before the client gives up on it and the retry takes
 /// over. The fake server's stalls last longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a stalled answer of the fake server hangs (the client gives up first).
 const FAKE_STALL: Duration = Duration::from_secs(5);
+
+/// Analyse a folder of images with Gemini, retrying 429s, 5xx, timeouts and resets.
+#[derive(Debug, Parser)]
+#[command(override_usage = "cargo run --example gemini_vision -- [OPTIONS]")]
+struct Args {
+    /// Analyse the images in DIR (png, jpg, webp, heic) instead of the ten in examples/images
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Share of requests the local fake server fails, 0 to 1
+    #[arg(long, value_name = "RATE", default_value_t = 0.5, value_parser = rate)]
+    fault_rate: f64,
+    /// Seed of the fake server's faults
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    seed: u64,
+    /// Images analysed at the same time
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Gemini model
+    #[arg(long, value_name = "NAME", default_value = "gemini-2.0-flash")]
+    model: String,
+    /// Make the fake server answer that the daily quota is spent: a 429 that is not retried,
+    /// since no wait of seconds can help
+    #[arg(long, conflicts_with = "real")]
+    per_day_quota: bool,
+    /// Call the real Gemini API (needs GEMINI_API_KEY) instead of the fake
+    #[arg(long)]
+    real: bool,
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    text.parse()
+        .ok()
+        .filter(|rate| (0.0..=1.0).contains(rate))
+        .ok_or_else(|| "must be a number between 0 and 1".to_owned())
+}
 
 // ---------------------------------------------------------------------------------------------
 // The call
@@ -57,36 +94,20 @@ struct Endpoint {
     prompt: String,
 }
 
-impl Endpoint {
-    fn url(&self) -> String {
-        format!(
-            "{}/v1beta/models/{}:generateContent",
-            self.base.trim_end_matches('/'),
-            self.model
-        )
-    }
-}
-
-/// What the model says about an image.
-#[derive(Debug)]
-struct Analysis {
-    text: String,
-}
-
 /// Everything `analyze_image` can fail with.
 ///
 /// `#[derive(Classify)]` classifies each variant as the error it wraps: an `HttpError` by its
 /// status, its `Retry-After` header and Gemini's `RetryInfo` in its body; a `reqwest::Error`
-/// as a timeout or a failed connection. That holds through `#[error(transparent)]` too; here
-/// the two variants have messages of their own only to keep the log lines short.
+/// as a timeout or a failed connection. These two are not `#[from]` (not a `source()`), so the
+/// log lines show their short texts and not, after them, the whole body or URL again.
 #[derive(Debug, thiserror::Error, Classify)]
 enum GeminiError {
     /// Gemini answered with an error status: 429 and 5xx are retried, 400 and 401 are not.
     #[error("{}", http_text(.0))]
-    Http(#[from] HttpError),
+    Http(HttpError),
     /// No usable answer: timed out, connection refused, reset mid-body.
     #[error("{}", transport_text(.0))]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     /// The image file cannot be read: not retried (unless the OS calls it transient).
     #[error("cannot read the image: {0}")]
     Image(#[source] std::io::Error),
@@ -115,8 +136,9 @@ async fn analyze_image(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     image: &Path,
-) -> Result<Analysis, GeminiError> {
-    let _attempt = AttemptClock::start();
+    log: &AttemptLog,
+) -> Result<String, GeminiError> {
+    let _attempt = log.attempt();
     // A small local file: read in place (tokio's async read would use a blocking thread anyway).
     let bytes = std::fs::read(image).map_err(GeminiError::Image)?;
     let body = serde_json::json!({
@@ -124,78 +146,75 @@ async fn analyze_image(
             "parts": [
                 { "text": endpoint.prompt },
                 { "inline_data": {
-                    "mime_type": mime_type(image),
+                    "mime_type": mime_type(image).unwrap_or("image/png"),
                     "data": base64::engine::general_purpose::STANDARD.encode(&bytes),
                 } },
             ],
         }],
     });
+    let url = format!(
+        "{}/v1beta/models/{}:generateContent",
+        endpoint.base, endpoint.model
+    );
     let response = client
-        .post(endpoint.url())
+        .post(url)
         .header("x-goog-api-key", &endpoint.api_key)
         .json(&body)
         .send()
-        .await?;
+        .await
+        .map_err(GeminiError::Transport)?;
     // An error status becomes an `HttpError` that keeps the status, `Retry-After` and the body.
-    let response = error_for_status(response).await?;
+    let response = error_for_status(response)
+        .await
+        .map_err(GeminiError::Http)?;
     // Read the whole body first: a connection reset mid-body is a transport error (retried),
     // a complete body that is not what we expect is a bad answer (not retried).
-    let answer = response.bytes().await?;
+    let answer = response.bytes().await.map_err(GeminiError::Transport)?;
     let answer: serde_json::Value = serde_json::from_slice(&answer)
         .map_err(|e| GeminiError::BadAnswer(format!("not JSON: {e}")))?;
-    let text = answer
+    let text: String = answer
         .pointer("/candidates/0/content/parts")
         .and_then(serde_json::Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|part| part.get("text").and_then(serde_json::Value::as_str))
-                .collect::<String>()
-        })
-        .filter(|text| !text.trim().is_empty())
-        .ok_or_else(|| GeminiError::BadAnswer("no text in candidates[0]".into()))?;
-    Ok(Analysis {
-        text: text.trim().to_owned(),
-    })
+        .into_iter()
+        .flatten()
+        .filter_map(|part| part.get("text")?.as_str())
+        .collect();
+    match text.trim() {
+        "" => Err(GeminiError::BadAnswer("no text in candidates[0]".into())),
+        text => Ok(text.to_owned()),
+    }
 }
 
-/// `HTTP 429 RESOURCE_EXHAUSTED: Resource has been exhausted`: the status and Gemini's own
-/// words, short enough for a log line. The whole body stays in the `HttpError`.
+/// `HTTP 429 RESOURCE_EXHAUSTED: You exceeded your current quota`: the status and the first
+/// clause of Gemini's own words, short enough for a log line. The whole body stays in the
+/// `HttpError`.
 fn http_text(error: &HttpError) -> String {
-    let json: Option<serde_json::Value> = serde_json::from_str(error.body()).ok();
-    let field = |name: &str| {
-        json.as_ref()
-            .and_then(|j| j.pointer(&format!("/error/{name}")))
-            .and_then(serde_json::Value::as_str)
-    };
-    let mut text = format!("HTTP {}", error.status());
+    let json: serde_json::Value = serde_json::from_str(error.body()).unwrap_or_default();
+    let field = |name: &str| json["error"][name].as_str();
     match (field("status"), field("message")) {
         (Some(status), Some(message)) => {
-            // The first clause says it: "The model is overloaded", "You exceeded your current
-            // quota".
             let end = [". ", ", "]
                 .iter()
                 .filter_map(|stop| message.find(stop))
                 .min()
                 .unwrap_or(message.len());
             let first = message[..end].trim_end_matches('.');
-            let _ = write!(text, " {status}: {}", shorten(first, 60));
+            format!("HTTP {} {status}: {}", error.status(), shorten(first, 60))
         }
-        _ => {
-            let first_line = error.body().lines().next().unwrap_or("").trim();
-            if !first_line.is_empty() {
-                let _ = write!(text, ": {}", shorten(first_line, 60));
+        _ => match error.body().lines().next().map(str::trim) {
+            Some(line) if !line.is_empty() => {
+                format!("HTTP {}: {}", error.status(), shorten(line, 60))
             }
-        }
+            _ => format!("HTTP {}", error.status()),
+        },
     }
-    text
 }
 
 /// `timed out after 1.5s`, `cannot connect (...)`, `answer cut off (...)`: what happened, and
 /// the innermost cause, without the URL that `reqwest::Error`'s own text repeats.
 fn transport_text(error: &reqwest::Error) -> String {
     if error.is_timeout() {
-        return format!("timed out after {:.1}s", REQUEST_TIMEOUT.as_secs_f64());
+        return format!("timed out after {}", seconds(REQUEST_TIMEOUT));
     }
     let what = if error.is_connect() {
         "cannot connect"
@@ -211,71 +230,36 @@ fn transport_text(error: &reqwest::Error) -> String {
     format!("{what} ({root})")
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |name| name.to_string_lossy().into_owned(),
-    )
-}
-
-fn mime_type(image: &Path) -> &'static str {
-    let extension = image
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match extension.as_deref() {
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("webp") => "image/webp",
-        Some("heic") => "image/heic",
-        Some("heif") => "image/heif",
-        _ => "image/png",
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counting attempts and waits
-// ---------------------------------------------------------------------------------------------
-
-// The attribute counts attempts only when it gives up (`MediaProcessingError::attempts()`).
-// To show attempts and time spent waiting for every image, each attempt checks in with the
-// clock of its image's task.
-tokio::task_local! {
-    static ATTEMPTS: Arc<AttemptLog>;
-}
-
-/// The attempts of one image: how many, and how long they ran (the rest of the time was spent
-/// waiting between them).
+/// The attempts of one image: how many, and how long they ran (the rest of its time was spent
+/// waiting between them). The attribute reports the count only when it gives up, so each
+/// attempt checks in here to show attempts and waits for every image.
 #[derive(Default)]
 struct AttemptLog {
     count: AtomicU32,
-    busy: Mutex<Duration>,
+    busy_micros: AtomicU64,
 }
 
-/// One attempt; adds its duration to the log when it ends, however it ends (even when the
-/// call's `timeout` drops it mid-request).
-struct AttemptClock {
-    log: Option<Arc<AttemptLog>>,
-    start: Instant,
-}
-
-impl AttemptClock {
-    fn start() -> Self {
-        let log = ATTEMPTS.try_with(Arc::clone).ok();
-        if let Some(log) = &log {
-            log.count.fetch_add(1, Ordering::Relaxed);
-        }
-        Self {
-            log,
+impl AttemptLog {
+    fn attempt(&self) -> AttemptClock<'_> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        AttemptClock {
+            log: self,
             start: Instant::now(),
         }
     }
 }
 
-impl Drop for AttemptClock {
+/// One attempt; adds its duration to the log when it ends, however it ends (even when the
+/// call's `timeout` drops it mid-request).
+struct AttemptClock<'a> {
+    log: &'a AttemptLog,
+    start: Instant,
+}
+
+impl Drop for AttemptClock<'_> {
     fn drop(&mut self) {
-        if let Some(log) = &self.log {
-            *log.busy.lock().unwrap_or_else(PoisonError::into_inner) += self.start.elapsed();
-        }
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.log.busy_micros.fetch_add(micros, Ordering::Relaxed);
     }
 }
 
@@ -305,23 +289,15 @@ enum Outcome {
 
 /// Analyses one image and turns every outcome into a task to save: graceful degradation.
 async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) -> Task {
-    let log = Arc::new(AttemptLog::default());
+    let log = AttemptLog::default();
     let started = Instant::now();
-    let result = ATTEMPTS
-        .scope(log.clone(), analyze_image(client, endpoint, image))
-        .await;
-    let elapsed = started.elapsed();
-    let busy = *log.busy.lock().unwrap_or_else(PoisonError::into_inner);
-    let counted = log.count.load(Ordering::Relaxed);
-    let (outcome, attempts) = match result {
-        Ok(analysis) => {
-            tracing::info!(target: "gemini_vision", "done: {}", shorten(&analysis.text, 70));
-            (
-                Outcome::Done {
-                    text: analysis.text,
-                },
-                counted,
-            )
+    let result = analyze_image(client, endpoint, image, &log).await;
+    let busy = Duration::from_micros(log.busy_micros.load(Ordering::Relaxed));
+    let mut attempts = log.count.load(Ordering::Relaxed);
+    let outcome = match result {
+        Ok(text) => {
+            tracing::info!(target: "gemini_vision", "done: {}", shorten(&text, 70));
+            Outcome::Done { text }
         }
         // All retries spent, the timeout ran out, or the server asked to wait past it: keep the
         // task, with everything needed to retry it later.
@@ -330,22 +306,13 @@ async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) ->
             let hint = retry_after
                 .map(|d| format!(", server says retry after {}", seconds(d)))
                 .unwrap_or_default();
-            tracing::warn!(
-                target: "gemini_vision",
-                "saved as failed after {} attempts{hint}",
-                error.attempts()
-            );
-            let text = match error.reason() {
+            attempts = error.attempts();
+            tracing::warn!(target: "gemini_vision", "saved as failed after {attempts} attempts{hint}");
+            let error = match error.reason() {
                 GiveUpReason::AttemptsExhausted => error.last_error_message().to_owned(),
                 reason => format!("{reason}: {}", error.last_error_message()),
             };
-            (
-                Outcome::Failed {
-                    error: text,
-                    retry_after,
-                },
-                error.attempts(),
-            )
+            Outcome::Failed { error, retry_after }
         }
         // Not retryable (a 400, a 401, a per-day quota, a bad answer): returned at once, unchanged,
         // and saved the same way, with the server's "retry after" if it gave one.
@@ -355,20 +322,15 @@ async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) ->
                 GeminiError::Http(http) => http.retry_after(),
                 _ => None,
             };
-            (
-                Outcome::Failed {
-                    error: format!("not retryable: {error}"),
-                    retry_after,
-                },
-                counted,
-            )
+            let error = format!("not retryable: {error}");
+            Outcome::Failed { error, retry_after }
         }
     };
     Task {
         image: file_name(image),
         outcome,
         attempts,
-        waited: elapsed.saturating_sub(busy),
+        waited: started.elapsed().saturating_sub(busy),
     }
 }
 
@@ -376,119 +338,13 @@ async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) ->
 // main
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Args {
-    images: Option<PathBuf>,
-    fault_rate: f64,
-    seed: u64,
-    real: bool,
-    model: String,
-    concurrency: usize,
-    per_day_quota: bool,
-}
-
-const USAGE: &str = "\
-Analyse a folder of images with Gemini, retrying 429s, 5xx, timeouts and resets.
-
-Usage: cargo run --example gemini_vision -- [OPTIONS]
-
-Options:
-  --images DIR         analyse the images in DIR (png, jpg, webp, heic) instead of ten
-                       generated ones
-  --fault-rate RATE    share of requests the local fake server fails, 0 to 1 [default: 0.5]
-  --seed N             seed of the fake server's faults [default: 3]
-  --concurrency N      images analysed at the same time [default: 4]
-  --model NAME         Gemini model [default: gemini-2.0-flash]
-  --per-day-quota      make the fake server answer that the daily quota is spent: a 429 that
-                       is not retried, since no wait of seconds can help
-  --real               call the real Gemini API (needs GEMINI_API_KEY) instead of the fake
-  -h, --help           print this help";
-
-fn parse_args() -> anyhow::Result<Option<Args>> {
-    let mut args = Args {
-        images: None,
-        fault_rate: 0.5,
-        seed: 3,
-        real: false,
-        model: DEFAULT_MODEL.to_owned(),
-        concurrency: 4,
-        per_day_quota: false,
-    };
-    let mut raw = std::env::args_os().skip(1);
-    while let Some(arg) = raw.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8"))?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.into())),
-            _ => (arg, None),
-        };
-        let mut value = |what: &str| -> anyhow::Result<std::ffi::OsString> {
-            inline
-                .clone()
-                .or_else(|| raw.next())
-                .with_context(|| format!("{flag} needs {what}"))
-        };
-        let text = |v: std::ffi::OsString| {
-            v.into_string()
-                .map_err(|v| anyhow::anyhow!("{v:?} is not UTF-8"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--images" => args.images = Some(value("a folder")?.into()),
-            "--fault-rate" => {
-                let rate = text(value("a rate between 0 and 1")?)?;
-                args.fault_rate = rate
-                    .parse()
-                    .ok()
-                    .filter(|r: &f64| (0.0..=1.0).contains(r))
-                    .with_context(|| {
-                        format!("--fault-rate must be between 0 and 1, not {rate:?}")
-                    })?;
-            }
-            "--seed" => {
-                let seed = text(value("a number")?)?;
-                args.seed = seed
-                    .parse()
-                    .with_context(|| format!("--seed must be a whole number, not {seed:?}"))?;
-            }
-            "--concurrency" => {
-                let n = text(value("a number")?)?;
-                args.concurrency = n
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .with_context(|| format!("--concurrency must be at least 1, not {n:?}"))?;
-            }
-            "--model" => args.model = text(value("a model name")?)?,
-            "--real" => args.real = true,
-            "--per-day-quota" => args.per_day_quota = true,
-            other => bail!("unknown argument {other:?}; see --help"),
-        }
-    }
-    Ok(Some(args))
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
+    // A bad flag prints clap's error and the usage, and exits with code 2.
+    let args = Args::parse();
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -498,11 +354,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.real && args.per_day_quota {
-        bail!(
-            "--per-day-quota asks the local fake server for a per-day quota 429; leave out --real"
-        );
-    }
     // Checked before anything else, so that `--real` without a key fails at once and clearly.
     let real_key = if args.real {
         match std::env::var("GEMINI_API_KEY") {
@@ -516,54 +367,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-
-    let (folder, generated) = match &args.images {
-        Some(dir) => (dir.clone(), false),
-        None => (generate_images()?, true),
-    };
+    let folder = args
+        .images
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images"));
     let images = list_images(&folder)?;
 
     // The fake server lives as long as `server`, until the end of `run`.
-    let (endpoint, server) = match real_key {
-        Some(api_key) => (
-            Endpoint {
-                base: REAL_API.to_owned(),
-                model: args.model.clone(),
-                api_key,
-                prompt: PROMPT.to_owned(),
-            },
-            None,
-        ),
-        None => {
-            let server = fault_server::FaultServer::gemini(fault_server::GeminiFaults {
+    let server = match real_key {
+        Some(_) => None,
+        None => Some(
+            FaultServer::gemini(GeminiFaults {
                 fault_rate: args.fault_rate,
                 seed: args.seed,
                 stall: FAKE_STALL,
             })
             .await
-            .context("cannot start the local fake Gemini server")?;
-            let endpoint = Endpoint {
-                base: server.base_url(),
-                model: args.model.clone(),
-                api_key: "fake-key-for-the-local-server".to_owned(),
-                // The fake answers a prompt that mentions "per-day" with the 429 of a spent
-                // daily quota.
-                prompt: if args.per_day_quota {
-                    format!("{PROMPT} (per-day quota demo)")
-                } else {
-                    PROMPT.to_owned()
-                },
-            };
-            (endpoint, Some(server))
-        }
+            .context("cannot start the local fake Gemini server")?,
+        ),
+    };
+    let endpoint = Endpoint {
+        base: server
+            .as_ref()
+            .map_or_else(|| REAL_API.to_owned(), FaultServer::base_url),
+        model: args.model.clone(),
+        api_key: real_key.unwrap_or_else(|| "fake-key-for-the-local-server".to_owned()),
+        // The fake answers a prompt that mentions "per-day" with the 429 of a spent daily quota.
+        prompt: if args.per_day_quota {
+            format!("{PROMPT} (per-day quota demo)")
+        } else {
+            PROMPT.to_owned()
+        },
     };
 
-    println!(
-        "Analysing {} images in {}{}",
-        images.len(),
-        folder.display(),
-        if generated { " (generated)" } else { "" }
-    );
+    println!("Analysing {} images in {}", images.len(), folder.display());
     match &server {
         Some(_) => println!(
             "Gemini: local fake server at {} (fault rate {}, seed {}; --real for the real API)",
@@ -586,17 +423,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let client = client.build().context("cannot build the HTTP client")?;
     let started = Instant::now();
-    let tasks = analyze_all(client, endpoint, images, args.concurrency, &bar).await;
+    let concurrency = usize::from(args.concurrency);
+    let tasks = analyze_all(client, endpoint, &images, concurrency, &bar).await;
     bar.finish();
     if !bar.is_hidden() {
         eprintln!(); // ends the bar's line
     }
-
-    print_summary(
-        &tasks,
-        server.as_ref().map(|s| s.requests()),
-        started.elapsed(),
-    );
+    let requests = server.as_ref().map(FaultServer::requests);
+    print_summary(&tasks, requests, started.elapsed());
     Ok(())
 }
 
@@ -604,7 +438,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn analyze_all(
     client: reqwest::Client,
     endpoint: Endpoint,
-    images: Vec<PathBuf>,
+    images: &[PathBuf],
     concurrency: usize,
     bar: &ProgressBar,
 ) -> Vec<Task> {
@@ -622,7 +456,19 @@ async fn analyze_all(
             .instrument(span),
         );
     }
-    let mut tasks: Vec<Option<Task>> = images.iter().map(|_| None).collect();
+    // A task that panics (a bug in this example) keeps this placeholder: no image goes missing.
+    let mut tasks: Vec<Task> = images
+        .iter()
+        .map(|image| Task {
+            image: file_name(image),
+            outcome: Outcome::Failed {
+                error: "the task panicked".into(),
+                retry_after: None,
+            },
+            attempts: 0,
+            waited: Duration::ZERO,
+        })
+        .collect();
     let (mut done, mut failed) = (0, 0);
     while let Some(joined) = running.join_next().await {
         match joined {
@@ -631,29 +477,17 @@ async fn analyze_all(
                     Outcome::Done { .. } => done += 1,
                     Outcome::Failed { .. } => failed += 1,
                 }
-                tasks[index] = Some(task);
+                tasks[index] = task;
             }
-            // A panic in a task is a bug in this example; say so rather than lose the image.
-            Err(e) => tracing::error!(target: "gemini_vision", "a task panicked: {e}"),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(target: "gemini_vision", "a task panicked: {e}");
+            }
         }
         bar.inc(1);
         bar.set_message(format!("{done} done, {failed} failed"));
     }
     tasks
-        .into_iter()
-        .zip(&images)
-        .map(|(task, image)| {
-            task.unwrap_or_else(|| Task {
-                image: file_name(image),
-                outcome: Outcome::Failed {
-                    error: "the task panicked".into(),
-                    retry_after: None,
-                },
-                attempts: 0,
-                waited: Duration::ZERO,
-            })
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,38 +525,22 @@ fn init_logging(bar: &ProgressBar) {
             name => write!(out, " {name}={value:?}"),
         }
     });
+    let bar = bar.clone();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .fmt_fields(fields)
-        .with_writer(AboveTheBar(bar.clone()))
+        .with_writer(move || LogLine(bar.clone(), Vec::new()))
         .with_ansi(io::stderr().is_terminal())
         .without_time()
         .init();
 }
 
-#[derive(Clone)]
-struct AboveTheBar(ProgressBar);
-
-impl<'a> MakeWriter<'a> for AboveTheBar {
-    type Writer = LogLine;
-
-    fn make_writer(&'a self) -> LogLine {
-        LogLine {
-            bar: self.0.clone(),
-            text: Vec::new(),
-        }
-    }
-}
-
-/// One event's text; printed in one piece when the event is written.
-struct LogLine {
-    bar: ProgressBar,
-    text: Vec<u8>,
-}
+/// One event's text, printed in one piece, above the bar, when the event is written.
+struct LogLine(ProgressBar, Vec<u8>);
 
 impl io::Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.text.extend_from_slice(buf);
+        self.1.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -733,9 +551,9 @@ impl io::Write for LogLine {
 
 impl Drop for LogLine {
     fn drop(&mut self) {
-        if !self.text.is_empty() {
-            self.bar.suspend(|| {
-                let _ = io::stderr().lock().write_all(&self.text);
+        if !self.1.is_empty() {
+            self.0.suspend(|| {
+                let _ = io::stderr().lock().write_all(&self.1);
             });
         }
     }
@@ -749,9 +567,9 @@ fn print_summary(tasks: &[Task], requests: Option<usize>, elapsed: Duration) {
     let width = tasks
         .iter()
         .map(|t| t.image.chars().count())
-        .chain([5])
         .max()
-        .unwrap_or(5);
+        .unwrap_or(0)
+        .max(5);
     let header = format!(
         "{:<width$}  {:<6}  {:>8}  {:>6}  answer / error",
         "image", "status", "attempts", "waited"
@@ -777,14 +595,12 @@ fn print_summary(tasks: &[Task], requests: Option<usize>, elapsed: Duration) {
             )
         })
         .collect();
-    let rule_width = rows
+    let rule = rows
         .iter()
         .chain([&header])
-        .map(|line| line.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = String::new();
-    let _ = writeln!(out, "\n{header}\n{}", "-".repeat(rule_width));
+        .map(|l| l.chars().count())
+        .max();
+    let mut out = format!("\n{header}\n{}\n", "-".repeat(rule.unwrap_or(0)));
     for row in &rows {
         let _ = writeln!(out, "{row}");
     }
@@ -794,28 +610,24 @@ fn print_summary(tasks: &[Task], requests: Option<usize>, elapsed: Duration) {
         .count();
     let failed = tasks.len() - done;
     let attempts: u32 = tasks.iter().map(|t| t.attempts).sum();
-    let _ = writeln!(out);
     let _ = write!(
         out,
-        "{} images in {}: {done} done, {failed} failed; {attempts} attempts",
+        "\n{} images in {}: {done} done, {failed} failed; {attempts} attempts",
         tasks.len(),
         seconds(elapsed),
     );
     if let Some(requests) = requests {
         let _ = write!(out, ", {requests} requests received by the server");
     }
-    let _ = writeln!(out, ".");
-    if failed == 0 && requests.is_some() {
-        let _ = writeln!(
-            out,
-            "Every image made it. For a worse day: --fault-rate 0.8, or --per-day-quota."
-        );
-    }
+    out.push_str(".\n");
     if failed > 0 {
-        let _ = writeln!(
-            out,
+        out.push_str(
             "Nothing is lost: the failed tasks keep their error, attempts and any \"retry after\", \
-             ready for a later retry."
+             ready for a later retry.\n",
+        );
+    } else if requests.is_some() {
+        out.push_str(
+            "Every image made it. For a worse day: --fault-rate 0.8, or --per-day-quota.\n",
         );
     }
     let _ = io::stdout().lock().write_all(out.as_bytes());
@@ -844,6 +656,26 @@ fn seconds(d: Duration) -> String {
 // Images
 // ---------------------------------------------------------------------------------------------
 
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// The types Gemini reads inline, by extension.
+fn mime_type(image: &Path) -> Option<&'static str> {
+    let extension = image.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match extension.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        _ => return None,
+    })
+}
+
 /// The images in `folder` that Gemini reads inline, sorted by name.
 fn list_images(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(folder)
@@ -853,183 +685,17 @@ fn list_images(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let path = entry
             .with_context(|| format!("cannot list {}", folder.display()))?
             .path();
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let is_image = matches!(
-            extension.as_deref(),
-            Some("png" | "jpg" | "jpeg" | "webp" | "heic" | "heif")
-        );
-        if is_image && path.is_file() {
+        if mime_type(&path).is_some() && path.is_file() {
             images.push(path);
         }
     }
     images.sort();
     if images.is_empty() {
         bail!(
-            "no images (png, jpg, webp, heic) in {}; leave out --images to use generated ones",
+            "no images (png, jpg, webp, heic) in {}; leave out --images to use the ten in \
+             examples/images",
             folder.display()
         );
     }
     Ok(images)
-}
-
-/// Draws ten small, recognisable pictures into a temp folder: PNGs from 24x24 to 42x42 pixels,
-/// 2 to 5 KiB each, the same every run.
-fn generate_images() -> anyhow::Result<PathBuf> {
-    type Painter = fn(f64, f64) -> [u8; 3];
-    const WHITE: [u8; 3] = [255, 255, 255];
-    let pictures: [(&str, Painter); 10] = [
-        ("01-red-circle.png", |x, y| {
-            if (x - 0.5).hypot(y - 0.5) < 0.35 {
-                [220, 30, 40]
-            } else {
-                WHITE
-            }
-        }),
-        ("02-blue-square.png", |x, y| {
-            if (0.2..0.8).contains(&x) && (0.2..0.8).contains(&y) {
-                [30, 60, 200]
-            } else {
-                [250, 220, 60]
-            }
-        }),
-        ("03-green-triangle.png", |x, y| {
-            if y > 0.15 && y < 0.85 && (x - 0.5).abs() < (y - 0.15) * 0.6 {
-                [40, 170, 70]
-            } else {
-                WHITE
-            }
-        }),
-        ("04-rainbow.png", |_, y| {
-            const BANDS: [[u8; 3]; 6] = [
-                [230, 40, 40],
-                [245, 140, 30],
-                [245, 220, 40],
-                [50, 170, 70],
-                [40, 90, 210],
-                [120, 50, 170],
-            ];
-            BANDS[((y * 6.0) as usize).min(5)]
-        }),
-        ("05-checkerboard.png", |x, y| {
-            if ((x * 8.0) as u32 + (y * 8.0) as u32).is_multiple_of(2) {
-                [20, 20, 20]
-            } else {
-                [235, 235, 235]
-            }
-        }),
-        ("06-sunset.png", |x, y| {
-            if (x - 0.5).hypot(y - 0.7) < 0.2 && y < 0.75 {
-                [255, 210, 60]
-            } else if y >= 0.75 {
-                [20, 40, 90]
-            } else {
-                [250, (150.0 - 120.0 * y) as u8, (60.0 + 120.0 * y) as u8]
-            }
-        }),
-        ("07-meadow.png", |x, y| {
-            if y > 0.65 + 0.05 * (x * 9.0).sin() {
-                [60, 160, 60]
-            } else {
-                [(120.0 + 100.0 * y) as u8, (180.0 + 60.0 * y) as u8, 250]
-            }
-        }),
-        ("08-swiss-cross.png", |x, y| {
-            let bar = |a: f64, b: f64| (0.4..0.6).contains(&a) && (0.2..0.8).contains(&b);
-            if bar(x, y) || bar(y, x) {
-                WHITE
-            } else {
-                [215, 25, 32]
-            }
-        }),
-        ("09-stripes.png", |x, y| {
-            if (((x + y) * 6.0) as u32).is_multiple_of(2) {
-                [250, 200, 30]
-            } else {
-                [30, 30, 30]
-            }
-        }),
-        ("10-smiley.png", |x, y| {
-            let (dx, dy) = (x - 0.5, y - 0.5);
-            let r = dx.hypot(dy);
-            let eye = (x - 0.37).hypot(y - 0.38) < 0.06 || (x - 0.63).hypot(y - 0.38) < 0.06;
-            let mouth = (0.2..0.28).contains(&r) && dy > 0.08;
-            if r < 0.42 && !(eye || mouth) {
-                [255, 215, 0]
-            } else if r < 0.42 {
-                [40, 30, 20]
-            } else {
-                [90, 170, 230]
-            }
-        }),
-    ];
-    let folder = std::env::temp_dir().join("resilience-gemini-vision-images");
-    std::fs::create_dir_all(&folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    for (side, (name, paint)) in (24..).step_by(2).zip(pictures) {
-        let path = folder.join(name);
-        std::fs::write(&path, png(side, side, paint))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(folder)
-}
-
-/// A minimal PNG encoder: 8-bit RGB, no filtering, deflate "stored" blocks (no compression),
-/// so it needs no crate. `paint` gets the pixel's centre in `0..1` on both axes.
-fn png(width: u32, height: u32, paint: fn(f64, f64) -> [u8; 3]) -> Vec<u8> {
-    let mut raw = Vec::new();
-    for y in 0..height {
-        raw.push(0); // filter type: none
-        for x in 0..width {
-            let u = (f64::from(x) + 0.5) / f64::from(width);
-            let v = (f64::from(y) + 0.5) / f64::from(height);
-            raw.extend_from_slice(&paint(u, v));
-        }
-    }
-    // zlib: header, stored blocks of at most 65535 bytes, Adler-32 of the raw data.
-    let mut zlib = vec![0x78, 0x01];
-    let mut blocks = raw.chunks(0xFFFF).peekable();
-    while let Some(block) = blocks.next() {
-        zlib.push(u8::from(blocks.peek().is_none()));
-        let len = block.len() as u16;
-        zlib.extend_from_slice(&len.to_le_bytes());
-        zlib.extend_from_slice(&(!len).to_le_bytes());
-        zlib.extend_from_slice(block);
-    }
-    let (a, b) = raw.iter().fold((1u32, 0u32), |(a, b), &byte| {
-        let a = (a + u32::from(byte)) % 65521;
-        (a, (b + a) % 65521)
-    });
-    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
-
-    let mut header = Vec::new();
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter, no interlace
-
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (b"IHDR", &header[..]),
-        (b"IDAT", &zlib[..]),
-        (b"IEND", &[][..]),
-    ] {
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = png.len();
-        png.extend_from_slice(kind);
-        png.extend_from_slice(data);
-        let crc = crc32(&png[start..]);
-        png.extend_from_slice(&crc.to_be_bytes());
-    }
-    png
-}
-
-/// CRC-32 (IEEE), as PNG chunks need it.
-fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |crc, &byte| {
-        (0..8).fold(crc ^ u32::from(byte), |crc, _| {
-            (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg())
-        })
-    })
 }

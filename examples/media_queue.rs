@@ -23,137 +23,184 @@
 //! so the API may be called again for that image (at-least-once calls), but its outcome is never
 //! recorded twice and never dropped.
 //!
-//! The "Gemini API" is an in-process fake whose answers are deterministic per image. Setting
-//! `MEDIA_QUEUE_SLOW_MS` makes each attempt sleep that long first, so that a test can kill the
-//! worker in the middle of a task.
+//! The "Gemini API" is `fault-server`'s fake Gemini on 127.0.0.1, called over HTTP; each
+//! `--work` starts one, scripted per image (see `fake_gemini`). Setting `MEDIA_QUEUE_SLOW_MS`
+//! makes each attempt sleep that long first, so that a test can kill the worker mid-task.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Parser;
+use fault_server::{FakeGemini, Fault, FaultServer, GeminiFaults};
+use resilience::http::{HttpError, error_for_status};
 use resilience::{Classify, MediaProcessingError, retry_with_backoff};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-const USAGE: &str = "\
-usage: media_queue [--db PATH] [--seed N] [--retry-failed] [--work] [--report]
-
-  --db PATH        the SQLite file (default: media_queue.db in the current directory)
-  --seed N         insert N pending tasks (image-0001.jpg, image-0002.jpg, ...)
-  --retry-failed   requeue every failed task as pending, keeping its history
-  --work           process tasks until none is pending
-  --report         print every task: id, image, status, attempts, error, retry_after
-
-With no arguments at all: a self-contained demo in a temporary directory.
-Actions given together run in the order seed, retry-failed, work, report.";
+/// A media-task queue in SQLite, worked through a flaky fake Gemini.
+///
+/// With no arguments at all: a self-contained demo in a temporary directory.
+#[derive(Debug, Parser)]
+#[command(
+    after_help = "Actions given together run in the order seed, retry-failed, work, report.",
+    group(clap::ArgGroup::new("action").required(true).multiple(true)
+        .args(["seed", "retry_failed", "work", "report"])),
+)]
+struct Args {
+    /// The SQLite file
+    #[arg(long, value_name = "PATH", default_value = "media_queue.db")]
+    db: PathBuf,
+    /// Insert N pending tasks (image-0001.jpg, image-0002.jpg, ...)
+    #[arg(long, value_name = "N")]
+    seed: Option<u32>,
+    /// Requeue every failed task as pending, keeping its history
+    #[arg(long)]
+    retry_failed: bool,
+    /// Process tasks until none is pending
+    #[arg(long)]
+    work: bool,
+    /// Print every task: id, image, status, attempts, error, retry_after
+    #[arg(long)]
+    report: bool,
+}
 
 // -------------------------------------------------------------------------------------------
 // The annotated function and its fake API
 
 /// Everything `analyze` can fail with. `#[derive(Classify)]` classifies each variant as the
-/// error it wraps; `Api` wraps only a text, which the built-in rules read.
+/// error it wraps.
 #[derive(Debug, thiserror::Error, Classify)]
 enum AnalysisError {
-    /// An error answer from the API, with its text as a Gemini client reports it (the JSON
-    /// body included). The built-in rules read the text: 429 and 503 are retried, 400 is not,
-    /// and a `RetryInfo` `retryDelay` in it is the server's hint.
-    #[error("{0}")]
-    Api(String),
+    /// An error answer, as a Gemini client reports it: the status, then the body. The status
+    /// decides (429 and 503 are retried, 400 is not), and a `RetryInfo` `retryDelay` in the
+    /// body is the server's hint. Not `#[from]`: the text already holds the whole body.
+    #[error("{} {}", .0.status(), .0.body())]
+    Api(HttpError),
+    /// No answer: a timeout or a failed connection is retried.
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
     /// All attempts failed: the attribute returns this through `From`.
     #[error(transparent)]
     GaveUp(#[from] MediaProcessingError),
 }
 
-/// Analyses one image with the (fake) Gemini API.
+/// The client and the `generateContent` URL.
+struct Gemini {
+    client: reqwest::Client,
+    url: String,
+}
+
+/// Analyses one image, stored at `gs://media-queue-demo/{image}`, with Gemini.
 ///
-/// `pass` is how many times this task already reached an outcome (0 the first time; a task
-/// requeued by `--retry-failed` comes back with 1, ...). `attempts` counts the attempts of this
-/// call: the attribute reports the count only when it gives up, so a successful call counts
-/// its own (`&mut` arguments are reborrowed for each attempt, and the count survives).
+/// `attempts` counts the attempts of this call: the attribute reports the count only when it
+/// gives up, so a successful call counts its own (`&mut` arguments are reborrowed for each
+/// attempt, and the count survives).
 ///
 /// Production would use the design note's `max_retries = 5, base_delay = 1.0, max_delay = 30.0`;
 /// the demo waits a hundred times less.
 #[retry_with_backoff(max_retries = 3, base_delay = 0.01, max_delay = 0.05, jitter = 0.01)]
-async fn analyze(image: &str, pass: u32, attempts: &mut u32) -> Result<String, AnalysisError> {
+async fn analyze(
+    gemini: &Gemini,
+    image: &str,
+    attempts: &mut u32,
+) -> Result<String, AnalysisError> {
     *attempts += 1;
     if let Some(slow) = slow_attempts() {
         tokio::time::sleep(slow).await;
     }
-    fake_gemini::generate_content(image, pass, *attempts)
+    let request = serde_json::json!({ "contents": [{ "parts": [
+        { "text": "Caption this image in one sentence." },
+        { "file_data": {
+            "mime_type": "image/jpeg",
+            "file_uri": format!("gs://media-queue-demo/{image}"),
+        } },
+    ] }] });
+    let response = gemini
+        .client
+        .post(&gemini.url)
+        .json(&request)
+        .send()
+        .await?;
+    let response = error_for_status(response)
+        .await
+        .map_err(AnalysisError::Api)?;
+    let answer: serde_json::Value = response.json().await?;
+    let text = answer["candidates"][0]["content"]["parts"][0]["text"].as_str();
+    Ok(text.unwrap_or_default().to_owned())
 }
 
-/// `MEDIA_QUEUE_SLOW_MS`: how long each attempt takes before the fake API answers.
+/// `MEDIA_QUEUE_SLOW_MS`: how long each attempt takes before the request is sent.
 fn slow_attempts() -> Option<Duration> {
     let ms: u64 = std::env::var("MEDIA_QUEUE_SLOW_MS").ok()?.parse().ok()?;
     Some(Duration::from_millis(ms))
 }
 
-/// A stand-in for Gemini's `generateContent`. How it treats an image is fixed by a hash of the
-/// image's name, so every run (and every restart after a crash) sees the same answers.
-mod fake_gemini {
-    use super::AnalysisError;
+/// How the fake API treats an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Answers at once.
+    Fine,
+    /// 503 Service Unavailable on the first attempt, then an answer.
+    Unavailable1,
+    /// 503 Service Unavailable on the first two attempts, then an answer.
+    Unavailable2,
+    /// 429 Resource Exhausted with `"retryDelay": "0.02s"` on every attempt of the first
+    /// pass. By the time someone requeues the task, the quota has come back: one more 429,
+    /// then an answer.
+    QuotaExhausted,
+    /// 400 Bad Request, always: the data is wrong and no retry will fix it.
+    InvalidImage,
+}
 
-    /// How the fake API treats an image.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Behaviour {
-        /// Answers at once.
-        Fine,
-        /// 503 Service Unavailable on the first attempt, then an answer.
-        Unavailable1,
-        /// 503 Service Unavailable on the first two attempts, then an answer.
-        Unavailable2,
-        /// 429 Resource Exhausted with `"retryDelay": "0.02s"` on every attempt of the first
-        /// pass. By the time someone requeues the task, the quota has come back: one more 429,
-        /// then an answer.
-        QuotaExhausted,
-        /// 400 Bad Request, always: the data is wrong and no retry will fix it.
-        InvalidImage,
+/// How the fake treats `image-NNNN.jpg`: the twelve demo images show every behaviour, one bad
+/// image among them, and the pattern repeats for the images after them.
+fn behaviour(image: &str) -> Behaviour {
+    use Behaviour::*;
+    #[rustfmt::skip]
+    const PATTERN: [Behaviour; 12] = [
+        Fine, InvalidImage, Unavailable1, Fine, QuotaExhausted, Unavailable2,
+        Unavailable1, Fine, Unavailable2, Fine, Fine, QuotaExhausted,
+    ];
+    let number = image.trim_start_matches("image-").trim_end_matches(".jpg");
+    // Another name (not from `--seed`) is treated as the first image is: fine.
+    let n: usize = number.parse().unwrap_or(1);
+    PATTERN[n.saturating_sub(1) % PATTERN.len()]
+}
+
+/// A 429 as a Gemini client reports it: words, then the JSON, whose `RetryInfo` says how long
+/// to wait.
+const RESOURCE_EXHAUSTED: &str = r#"Resource Exhausted: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.02s"}]}}"#;
+
+/// The fake Gemini for one `--work`: each pending image gets the answers of its behaviour on
+/// this pass (how many outcomes its task already had). Fixed by the name and the pass, they
+/// are the same in every run and after every restart of a killed worker.
+fn fake_gemini(conn: &Connection) -> anyhow::Result<FakeGemini> {
+    let mut pending = conn.prepare(
+        "SELECT image, (SELECT count(*) FROM completions WHERE task_id = tasks.id)
+         FROM tasks WHERE status = 'pending'",
+    )?;
+    let rows = pending.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+    })?;
+    let unavailable = || Fault::status(503, "Service Unavailable");
+    let quota = || Fault::status(429, RESOURCE_EXHAUSTED);
+    let mut fake = FakeGemini::new(GeminiFaults::NONE);
+    for row in rows {
+        let (image, pass) = row?;
+        fake = match (behaviour(&image), pass) {
+            (Behaviour::Fine, _) => fake,
+            (Behaviour::Unavailable1, _) => fake.script(image, [unavailable()]),
+            (Behaviour::Unavailable2, _) => fake.script(image, [unavailable(), unavailable()]),
+            (Behaviour::QuotaExhausted, 0) => fake.always(image, quota()),
+            (Behaviour::QuotaExhausted, _) => fake.script(image, [quota()]),
+            (Behaviour::InvalidImage, _) => fake.always(
+                image,
+                Fault::status(400, "Bad Request: invalid image format"),
+            ),
+        };
     }
-
-    /// Picks the salt so that the twelve demo images show every behaviour, and one bad image.
-    const SALT: &[u8] = b"gemini-754:";
-
-    /// The behaviour for `image`: FNV-1a over the salted name, finished with MurmurHash3's
-    /// mixer so that names differing in one digit land far apart.
-    pub fn behaviour(image: &str) -> Behaviour {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in SALT.iter().chain(image.as_bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        match h % 16 {
-            0..=7 => Behaviour::Fine,
-            8..=10 => Behaviour::Unavailable1,
-            11..=12 => Behaviour::Unavailable2,
-            13..=14 => Behaviour::QuotaExhausted,
-            _ => Behaviour::InvalidImage,
-        }
-    }
-
-    /// A Gemini 429 as a client library reports it: the status line and the JSON body, whose
-    /// `RetryInfo` says how long to wait.
-    const RESOURCE_EXHAUSTED: &str = r#"429 Resource Exhausted: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.02s"}]}}"#;
-
-    pub fn generate_content(image: &str, pass: u32, attempt: u32) -> Result<String, AnalysisError> {
-        let error = |text: &str| Err(AnalysisError::Api(text.to_owned()));
-        match (behaviour(image), pass, attempt) {
-            (Behaviour::Unavailable1, _, 1) | (Behaviour::Unavailable2, _, 1 | 2) => {
-                error("503 Service Unavailable")
-            }
-            (Behaviour::QuotaExhausted, 0, _) | (Behaviour::QuotaExhausted, _, 1) => {
-                error(RESOURCE_EXHAUSTED)
-            }
-            (Behaviour::InvalidImage, _, _) => error("400 Bad Request: invalid image format"),
-            _ => Ok(format!(
-                r#"{{"caption": "a photo", "image": "{image}", "labels": ["outdoor"]}}"#
-            )),
-        }
-    }
+    Ok(fake)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -241,8 +288,6 @@ fn recover(conn: &mut Connection) -> anyhow::Result<usize> {
 struct Claimed {
     id: i64,
     image: String,
-    /// How many outcomes the task already had: 0 unless it was requeued.
-    pass: u32,
 }
 
 /// Moves the oldest pending task to `processing`, in one transaction.
@@ -262,13 +307,8 @@ fn claim(conn: &mut Connection) -> anyhow::Result<Option<Claimed>> {
         &format!("UPDATE tasks SET status = 'processing', updated_at = {NOW} WHERE id = ?1"),
         [id],
     )?;
-    let pass = tx.query_row(
-        "SELECT count(*) FROM completions WHERE task_id = ?1",
-        [id],
-        |row| row.get(0),
-    )?;
     tx.commit()?;
-    Ok(Some(Claimed { id, image, pass }))
+    Ok(Some(Claimed { id, image }))
 }
 
 /// How a task ended.
@@ -338,10 +378,20 @@ async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
     if recovered > 0 {
         println!("recovered {recovered} task(s) left `processing` by a stopped worker");
     }
+    // Started after `recover`, so that its scripts cover the tasks a killed worker left.
+    let server = FaultServer::gemini(fake_gemini(conn)?).await?;
+    let gemini = Gemini {
+        // `no_proxy`: 127.0.0.1 is reached directly, even where HTTP_PROXY is set.
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        url: server.url("/v1beta/models/gemini-2.0-flash:generateContent"),
+    };
     let mut finished = 0;
     while let Some(task) = claim(conn)? {
         let mut attempts = 0;
-        let outcome = match analyze(&task.image, task.pass, &mut attempts).await {
+        let outcome = match analyze(&gemini, &task.image, &mut attempts).await {
             Ok(result) => Outcome::Done { result, attempts },
             // All retries spent: the give-up error has all we need to save the task.
             Err(AnalysisError::GaveUp(e)) => {
@@ -353,7 +403,7 @@ async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
                 }
             }
             // Not retryable: returned unchanged after one attempt. Saved as failed all the same.
-            Err(e @ AnalysisError::Api(_)) => Outcome::Failed {
+            Err(e) => Outcome::Failed {
                 error: e.to_string(),
                 attempts,
                 retry_after: None,
@@ -446,49 +496,8 @@ fn shorten(text: &str, max_chars: usize) -> String {
 // -------------------------------------------------------------------------------------------
 // Command line
 
-#[derive(Debug, Default)]
-struct Args {
-    db: Option<PathBuf>,
-    seed: Option<u32>,
-    retry_failed: bool,
-    work: bool,
-    report: bool,
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let mut parsed = Args::default();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--db" => {
-                let path = args.next().context("--db needs a path")?;
-                parsed.db = Some(PathBuf::from(path));
-            }
-            "--seed" => {
-                let n = args.next().context("--seed needs a number")?;
-                let n = n
-                    .parse()
-                    .with_context(|| format!("--seed {n}: not a count"))?;
-                parsed.seed = Some(n);
-            }
-            "--retry-failed" => parsed.retry_failed = true,
-            "--work" => parsed.work = true,
-            "--report" => parsed.report = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-        }
-    }
-    Ok(parsed)
-}
-
 async fn run(args: &Args) -> anyhow::Result<()> {
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("media_queue.db"));
-    let mut conn = open(&db)?;
+    let mut conn = open(&args.db)?;
     if let Some(count) = args.seed {
         seed(&mut conn, count)?;
     }
@@ -546,6 +555,9 @@ async fn demo_in(db: &Path) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // A bad flag, or none of the actions, prints clap's error and the usage (exit code 2).
+    let args = (std::env::args_os().len() > 1).then(Args::parse);
+
     // The attribute's events (target `resilience`): `Retry 1/3 after 503 ...: waiting 0.0s`,
     // `Success on attempt 2`, `Giving up after 3 attempts ...`, `Not retrying: 400 ...`.
     tracing_subscriber::fmt()
@@ -555,13 +567,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().is_none() {
-        return demo().await;
+    match args {
+        Some(args) => run(&args).await,
+        None => demo().await,
     }
-    let args = parse_args(args)?;
-    if args.seed.is_none() && !args.retry_failed && !args.work && !args.report {
-        bail!("nothing to do: give --seed N, --retry-failed, --work or --report\n\n{USAGE}");
-    }
-    run(&args).await
 }

@@ -1,7 +1,7 @@
 //! A stand-in for Gemini's `generateContent`: valid answers about the image it is sent, and,
-//! at a seeded rate, the faults the real API is known for.
+//! at a seeded rate or as scripted per image, the faults the real API is known for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -36,15 +36,28 @@ impl Default for GeminiFaults {
     }
 }
 
+impl GeminiFaults {
+    /// No fault at random: every request that no script covers gets a valid answer.
+    pub const NONE: GeminiFaults = GeminiFaults {
+        fault_rate: 0.0,
+        seed: 0,
+        stall: Duration::from_secs(5),
+    };
+}
+
 /// The `retryDelay` of the fake's per-minute 429s: short, so demos do not drag.
 pub const FAKE_RETRY_DELAY: &str = "0.3s";
 
 /// Decides the answer of the fake Gemini to each request; [`FaultServer::gemini`] serves it.
 ///
 /// - `POST /v1beta/models/{model}:generateContent` with a JSON body gets a valid answer
-///   whose text describes the image sent inline (`"a 2048-byte image/png image"`), or, with
+///   whose text describes the image sent inline (`"a 2048-byte image/png image"`) or named
+///   by a `file_data` URI (`"the image/jpeg file gs://b/x.jpg"`), or, with
 ///   probability `fault_rate`, one of: a 429 with `RetryInfo` ([`FAKE_RETRY_DELAY`]), a 503,
 ///   a 500, a stall of `stall`, a reset mid-body.
+/// - A request that names an image given to [`script`](FakeGemini::script) or
+///   [`always`](FakeGemini::always) (in its prompt or a `file_data` URI) gets the scripted
+///   answers first: a story that plays out the same way every run.
 /// - A prompt whose text contains `per-day` always gets the per-day quota 429, and no other
 ///   request ever does: the demo of "not retried" is opt-in.
 /// - Another path gets a 404, another method a 405, a body that is not JSON a 400, each in
@@ -57,6 +70,23 @@ pub struct FakeGemini {
     /// How many times each request content (by hash) was seen: retries of one image get
     /// fresh draws, and the draws do not depend on the other images.
     seen: HashMap<u64, u64>,
+    /// Scripted answers, in the order they were given.
+    scripts: Vec<Script>,
+}
+
+/// The answers for the requests that name `name`.
+#[derive(Debug, Clone)]
+struct Script {
+    name: String,
+    answers: VecDeque<Fault>,
+    /// The last answer repeats instead of running out.
+    repeat_last: bool,
+}
+
+impl From<GeminiFaults> for FakeGemini {
+    fn from(faults: GeminiFaults) -> Self {
+        Self::new(faults)
+    }
 }
 
 impl FakeGemini {
@@ -65,6 +95,56 @@ impl FakeGemini {
         Self {
             faults,
             seen: HashMap::new(),
+            scripts: Vec::new(),
+        }
+    }
+
+    /// The requests that name `name` (their prompt or a `file_data` URI contains it) get
+    /// `answers`, one each, in order; once they are spent, such requests are treated as any
+    /// other. A name given twice plays its scripts one after the other.
+    ///
+    /// ```
+    /// use fault_server::{Fault, FakeGemini, GeminiFaults};
+    ///
+    /// // beach.png is rate limited twice, then answered; the other images are answered.
+    /// let fake = FakeGemini::new(GeminiFaults::NONE)
+    ///     .script("beach.png", [Fault::gemini_429("0.1s"), Fault::gemini_429("0.1s")]);
+    /// ```
+    #[must_use]
+    pub fn script(
+        mut self,
+        name: impl Into<String>,
+        answers: impl IntoIterator<Item = Fault>,
+    ) -> Self {
+        self.scripts.push(Script {
+            name: name.into(),
+            answers: answers.into_iter().collect(),
+            repeat_last: false,
+        });
+        self
+    }
+
+    /// Every request that names `name` gets `answer`, as many times as it is sent.
+    #[must_use]
+    pub fn always(mut self, name: impl Into<String>, answer: Fault) -> Self {
+        self.scripts.push(Script {
+            name: name.into(),
+            answers: VecDeque::from([answer]),
+            repeat_last: true,
+        });
+        self
+    }
+
+    /// The next scripted answer for a request whose names (prompt and file URIs) are `names`.
+    fn scripted(&mut self, names: &str) -> Option<Fault> {
+        let script = self
+            .scripts
+            .iter_mut()
+            .find(|s| !s.answers.is_empty() && names.contains(s.name.as_str()))?;
+        if script.repeat_last && script.answers.len() == 1 {
+            script.answers.front().cloned()
+        } else {
+            script.answers.pop_front()
         }
     }
 
@@ -102,6 +182,9 @@ impl FakeGemini {
             return Fault::gemini_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
         };
         let prompt = prompt_text(&body);
+        if let Some(fault) = self.scripted(&format!("{prompt}\n{}", file_uris(&body))) {
+            return fault;
+        }
         if prompt.contains("per-day") {
             return Fault::gemini_429_per_day();
         }
@@ -142,6 +225,31 @@ fn prompt_text(body: &Value) -> String {
         .join("\n")
 }
 
+/// The `file_data` URIs of every content, joined.
+fn file_uris(body: &Value) -> String {
+    parts(body)
+        .filter_map(|part| file_uri(file_data(part)?))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn file_data(part: &Value) -> Option<&Value> {
+    part.get("file_data").or_else(|| part.get("fileData"))
+}
+
+fn file_uri(file: &Value) -> Option<&str> {
+    file.get("file_uri")
+        .or_else(|| file.get("fileUri"))
+        .and_then(Value::as_str)
+}
+
+fn mime_type(data: &Value) -> &str {
+    data.get("mime_type")
+        .or_else(|| data.get("mimeType"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+}
+
 fn parts(body: &Value) -> impl Iterator<Item = &Value> {
     body.get("contents")
         .and_then(Value::as_array)
@@ -151,21 +259,21 @@ fn parts(body: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-/// What the fake "sees": the size and type of each inline image (either JSON spelling).
+/// What the fake "sees": the size and type of each inline image, the type and URI of each
+/// file (either JSON spelling).
 fn describe(model: &str, body: &Value) -> String {
     let images: Vec<String> = parts(body)
-        .filter_map(|part| part.get("inline_data").or_else(|| part.get("inlineData")))
-        .map(|data| {
-            let mime = data
-                .get("mime_type")
-                .or_else(|| data.get("mimeType"))
-                .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            let size = data
-                .get("data")
-                .and_then(Value::as_str)
-                .map_or(0, decoded_len);
-            format!("a {size}-byte {mime} image")
+        .filter_map(|part| {
+            if let Some(data) = part.get("inline_data").or_else(|| part.get("inlineData")) {
+                let size = data
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .map_or(0, decoded_len);
+                return Some(format!("a {size}-byte {} image", mime_type(data)));
+            }
+            let file = file_data(part)?;
+            let uri = file_uri(file).unwrap_or("?");
+            Some(format!("the {} file {uri}", mime_type(file)))
         })
         .collect();
     if images.is_empty() {
@@ -314,6 +422,50 @@ mod tests {
             assert!(!matches!(fault, Fault::Respond { status: 200, .. }));
             assert_ne!(fault, Fault::gemini_429_per_day());
         }
+    }
+
+    #[test]
+    fn scripts_play_in_order_then_the_fake_answers_as_usual() {
+        let mut fake = FakeGemini::new(no_faults())
+            .script(
+                "beach.png",
+                [Fault::status(503, "a"), Fault::status(429, "b")],
+            )
+            .always("corrupt.gif", Fault::status(400, "c"))
+            .script("beach.png", [Fault::Stall(Duration::from_millis(1))]);
+        let status = |f: Fault| match f {
+            Fault::Respond { status, .. } => status,
+            other => panic!("{other:?}"),
+        };
+        let beach = image_request("Describe beach.png");
+        assert_eq!(status(fake.answer(&beach)), 503);
+        assert_eq!(status(fake.answer(&beach)), 429);
+        // The second script of the same name follows the first.
+        assert_eq!(fake.answer(&beach), Fault::Stall(Duration::from_millis(1)));
+        assert_eq!(status(fake.answer(&beach)), 200);
+        for _ in 0..3 {
+            assert_eq!(status(fake.answer(&image_request("corrupt.gif?"))), 400);
+        }
+        assert_eq!(status(fake.answer(&image_request("sunset.png"))), 200);
+    }
+
+    #[test]
+    fn files_are_named_by_their_uri() {
+        let body = serde_json::json!({ "contents": [{ "parts": [
+            { "text": "Describe it" },
+            { "fileData": { "mimeType": "image/jpeg", "fileUri": "gs://b/image-0002.jpg" } }
+        ]}]});
+        let request = request(PATH, &body.to_string());
+        let mut fake =
+            FakeGemini::new(no_faults()).always("image-0002.jpg", Fault::status(400, "bad"));
+        assert_eq!(fake.answer(&request), Fault::status(400, "bad"));
+        let Fault::Respond { body, .. } = FakeGemini::new(no_faults()).answer(&request) else {
+            panic!("not an answer")
+        };
+        assert!(
+            body.contains("gemini-2.0-flash saw the image/jpeg file gs://b/image-0002.jpg."),
+            "{body}"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! (with `Connection: close`), a stall, or a reset at an exact point. HTTP is written by hand
 //! on tokio's `TcpListener` so that resets and stalls happen exactly where scripted. When the
 //! script runs out, its last entry answers every further request. [`FaultServer::gemini`]
-//! serves a fake Gemini `generateContent` instead, with faults at a seeded rate.
+//! serves a fake Gemini `generateContent` instead, with faults at a seeded rate and answers
+//! scripted per image.
 //!
 //! ```
 //! use fault_server::{Fault, FaultServer};
@@ -131,9 +132,10 @@ impl FaultServer {
         Self::serve(Responder::Script { queue, last }).await
     }
 
-    /// Starts a fake Gemini API (see [`FakeGemini`]) that misbehaves as `faults` says.
-    pub async fn gemini(faults: GeminiFaults) -> io::Result<FaultServer> {
-        Self::serve(Responder::Gemini(FakeGemini::new(faults))).await
+    /// Starts a fake Gemini API (see [`FakeGemini`]): with faults at random as
+    /// [`GeminiFaults`] says, or with a [`FakeGemini`] that also has scripts per image.
+    pub async fn gemini(fake: impl Into<FakeGemini>) -> io::Result<FaultServer> {
+        Self::serve(Responder::Gemini(fake.into())).await
     }
 
     async fn serve(responder: Responder) -> io::Result<FaultServer> {
