@@ -30,7 +30,8 @@ pub use retry_runtime::Retryable;
 pub use retry_runtime::{
     BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
-    attempts, backoff, classify, error, hint, http, policy, redact, retry, sleep,
+    attempts, backoff, classify, error, hint, http, log, policy, redact, requirements, retry,
+    sleep,
 };
 
 // Lets the crate's own tests and doctests name `::resilience` like users do.

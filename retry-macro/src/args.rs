@@ -1,10 +1,13 @@
 //! Parses and validates the attribute's arguments; every mistake is reported on its own token,
-//! all at once.
+//! all at once. The macro holds no defaults: an argument left out keeps the runtime's, and a
+//! constant is checked when the crate compiles, by const evaluation.
 //!
-//! Input:  `max_retries = 3, base_delay = 0.5, retry_if = is_transient`
-//! Output: `Settings { max_retries: 3, base_delay_nanos: 500_000_000, .., retry_if: Some(..) }`
+//! Input:  `max_retries = 3, base_delay = BASE, retry_if = is_transient, crate = my::resilience`
+//! Output: `Settings { policy: Built([MaxRetries(Literal(3)), BaseDelay(Constant(BASE))]),
+//!          retry_if: Some(is_transient), krate: my::resilience, .. }`
 
 use proc_macro2::{Span, TokenStream};
+use quote::quote;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
@@ -12,31 +15,132 @@ use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, Token, UnOp};
 
 use crate::errors::Errors;
 
-/// Validated arguments, with the runtime's defaults filled in.
+/// The arguments, checked.
 pub struct Settings {
-    pub max_retries: u32,
-    pub base_delay_nanos: u64,
-    pub max_delay_nanos: u64,
-    pub jitter_nanos: u64,
-    /// 0 when there is no timeout.
-    pub timeout_nanos: u64,
-    pub max_hint_nanos: u64,
+    /// The path the expansion names the runtime by: `::resilience` unless `crate = ..`.
+    pub krate: TokenStream,
+    pub policy: Policy,
     pub retry_if: Option<Expr>,
 }
 
-/// Every argument, with the example its "needs a value" error shows. The defaults match the
-/// runtime's `RetryPolicy` constants (a test pins the waits they give).
+/// Where the call's policy comes from.
+pub enum Policy {
+    /// Built at compile time from the runtime's defaults and these arguments.
+    Built(Vec<Given>),
+    /// `policy = EXPR`: a `&RetryPolicy` evaluated at the start of each call.
+    Expr(Box<Expr>),
+}
+
+impl Policy {
+    /// Whether the policy may have a `timeout`: only then does a call read the clock before
+    /// its first attempt, and does an async first attempt run under a deadline.
+    pub fn may_have_timeout(&self) -> bool {
+        match self {
+            Policy::Built(values) => values.iter().any(|given| given.key == Key::Timeout),
+            Policy::Expr(_) => true,
+        }
+    }
+}
+
+/// A policy argument.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Key {
+    MaxRetries,
+    BaseDelay,
+    MaxDelay,
+    Jitter,
+    Timeout,
+    MaxHint,
+}
+
+impl Key {
+    /// The builder method that sets it.
+    pub fn setter(self) -> &'static str {
+        self.name()
+    }
+
+    /// Whether its value is a number of seconds.
+    pub fn is_seconds(self) -> bool {
+        self != Key::MaxRetries
+    }
+
+    /// The runtime's `Key` variant for its seconds, `None` for `max_retries`.
+    pub fn seconds_key(self) -> Option<&'static str> {
+        Some(match self {
+            Key::MaxRetries => return None,
+            Key::BaseDelay => "BaseDelay",
+            Key::MaxDelay => "MaxDelay",
+            Key::Jitter => "Jitter",
+            Key::Timeout => "Timeout",
+            Key::MaxHint => "MaxHint",
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::MaxRetries => "max_retries",
+            Key::BaseDelay => "base_delay",
+            Key::MaxDelay => "max_delay",
+            Key::Jitter => "jitter",
+            Key::Timeout => "timeout",
+            Key::MaxHint => "max_hint",
+        }
+    }
+}
+
+/// A policy argument as given.
+pub struct Given {
+    pub key: Key,
+    pub value: Value,
+    /// The value's token, where an error about it is reported.
+    pub span: Span,
+}
+
+/// A policy argument's value.
+pub enum Value {
+    /// `max_retries = 3`: checked here.
+    Attempts(u32),
+    /// `base_delay = 0.5`: checked here, in nanoseconds.
+    Nanos(u64),
+    /// `max_retries = MAX`, `base_delay = config::BASE`: checked by const evaluation.
+    Constant(Box<Expr>),
+}
+
+/// Every argument, with the example its "needs a value" error shows.
 const ARGUMENTS: &[(&str, &str)] = &[
-    ("max_retries", "max_retries = 5"),
-    ("base_delay", "base_delay = 1.0"),
-    ("max_delay", "max_delay = 30.0"),
-    ("jitter", "jitter = 1.0"),
+    ("max_retries", "max_retries = 3"),
+    ("base_delay", "base_delay = 0.5"),
+    ("max_delay", "max_delay = 10.0"),
+    ("jitter", "jitter = 0.5"),
     ("timeout", "timeout = 60.0"),
-    ("max_hint", "max_hint = 120.0"),
+    ("max_hint", "max_hint = 60.0"),
     ("retry_if", "retry_if = is_transient"),
+    ("policy", "policy = &POLICY"),
+    ("crate", "crate = my_facade::resilience"),
 ];
 
-/// `` `max_retries`, `base_delay`, ... or `retry_if` ``, for error messages.
+/// Names users reach for that mean one of ours.
+const ALIASES: &[(&str, &str)] = &[
+    ("retries", "max_retries"),
+    ("attempts", "max_retries"),
+    ("max_attempts", "max_retries"),
+    ("tries", "max_retries"),
+    ("delay", "base_delay"),
+    ("initial_delay", "base_delay"),
+    ("min_delay", "base_delay"),
+    ("backoff", "base_delay"),
+    ("max_wait", "max_delay"),
+    ("max_backoff", "max_delay"),
+    ("cap", "max_delay"),
+    ("deadline", "timeout"),
+    ("total_timeout", "timeout"),
+    ("when", "retry_if"),
+    ("retry_on", "retry_if"),
+    ("predicate", "retry_if"),
+    ("condition", "retry_if"),
+];
+
+/// `` `max_retries`, `base_delay`, ... or `crate` ``, for error messages.
 fn keys() -> String {
     let names: Vec<String> = ARGUMENTS
         .iter()
@@ -47,6 +151,40 @@ fn keys() -> String {
         None => String::new(),
     }
 }
+
+/// The argument an unknown key most likely meant: a known alias, or a key within a few edits
+/// (two, or a third of its length).
+fn did_you_mean(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if let Some((_, meant)) = ALIASES.iter().find(|(alias, _)| *alias == lower) {
+        return Some(meant);
+    }
+    ARGUMENTS
+        .iter()
+        .map(|(known, _)| (*known, edit_distance(&lower, known)))
+        .filter(|(known, distance)| *distance <= (known.len() / 3).max(2))
+        .min_by_key(|(_, distance)| *distance)
+        .map(|(known, _)| known)
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 const NANOS_PER_SEC: f64 = 1e9;
 
 /// One `key = value` as written, before validation.
@@ -75,7 +213,7 @@ fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
                 keys()
             )));
         }
-        // `parse_any` so a keyword used as a key (`type = 1`) gets the unknown-key message.
+        // `parse_any` so a keyword used as a key (`crate = x`, `type = 1`) is read as a key.
         let key = input.call(Ident::parse_any)?;
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
@@ -92,28 +230,22 @@ fn parse_entries(input: ParseStream) -> syn::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Each setting as given: its value and the token to blame.
-#[derive(Default)]
-struct Given {
-    max_retries: Option<u32>,
-    base_delay: Option<(f64, Span)>,
-    max_delay: Option<(f64, Span)>,
-    jitter: Option<f64>,
-    timeout: Option<f64>,
-    max_hint: Option<f64>,
-    retry_if: Option<Expr>,
-}
-
 fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
-    let mut given = Given::default();
+    let mut values: Vec<Given> = Vec::new();
+    let mut literal_delays: Vec<(Key, f64, Span)> = Vec::new();
+    let mut policy: Option<Expr> = None;
+    let mut retry_if = None;
+    let mut krate = None;
     let mut seen: Vec<String> = Vec::new();
+    let mut first_policy_key: Option<Span> = None;
     for Entry { key, value } in entries {
         let name = key.unraw().to_string();
         let Some(&(_, example)) = ARGUMENTS.iter().find(|(known, _)| *known == name) else {
-            errors.at(
-                key.span(),
-                format!("unknown argument `{name}`; expected {}", keys()),
-            );
+            let hint = match did_you_mean(&name) {
+                Some(meant) => format!("; did you mean `{meant}`?"),
+                None => format!("; expected {}", keys()),
+            };
+            errors.at(key.span(), format!("unknown argument `{name}`{hint}"));
             continue;
         };
         if seen.contains(&name) {
@@ -125,74 +257,89 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
             errors.at(key.span(), format!("`{name}` needs a value: `{example}`"));
             continue;
         };
+        let policy_key = match name.as_str() {
+            "max_retries" => Some(Key::MaxRetries),
+            "base_delay" => Some(Key::BaseDelay),
+            "max_delay" => Some(Key::MaxDelay),
+            "jitter" => Some(Key::Jitter),
+            "timeout" => Some(Key::Timeout),
+            "max_hint" => Some(Key::MaxHint),
+            _ => None,
+        };
+        if let Some(policy_key) = policy_key {
+            first_policy_key.get_or_insert(key.span());
+            let span = value.span();
+            let checked = match policy_key {
+                Key::MaxRetries => attempts(&value, errors),
+                seconds_key => seconds(seconds_key, &value, errors).map(|(checked, secs)| {
+                    if let Some(secs) = secs {
+                        literal_delays.push((seconds_key, secs, span));
+                    }
+                    checked
+                }),
+            };
+            if let Some(value) = checked {
+                values.push(Given {
+                    key: policy_key,
+                    value,
+                    span,
+                });
+            }
+            continue;
+        }
         match name.as_str() {
-            "max_retries" => given.max_retries = attempts(&value, errors),
-            "base_delay" => {
-                given.base_delay =
-                    seconds(&name, &value, Bound::AtLeastZero, errors).map(|s| (s, value.span()));
-            }
-            "max_delay" => {
-                given.max_delay =
-                    seconds(&name, &value, Bound::AtLeastZero, errors).map(|s| (s, value.span()));
-            }
-            "jitter" => given.jitter = seconds(&name, &value, Bound::AtLeastZero, errors),
-            "timeout" => given.timeout = seconds(&name, &value, Bound::AboveZero, errors),
-            "max_hint" => given.max_hint = seconds(&name, &value, Bound::AtLeastZero, errors),
-            _ => given.retry_if = predicate(value, errors),
+            "retry_if" => retry_if = predicate(value, errors),
+            "policy" => policy = Some(value),
+            _ => krate = crate_path(&value, errors),
         }
     }
-    settle(given, errors)
-}
-
-/// Fills in defaults and checks the arguments against each other.
-fn settle(given: Given, errors: &mut Errors) -> Settings {
-    let base = given.base_delay.map_or(1.0, |(s, _)| s);
-    let max = given.max_delay.map_or(30.0, |(s, _)| s);
-    if base > max {
-        let (span, message) = match (given.base_delay, given.max_delay) {
-            (_, Some((_, span))) if given.base_delay.is_some() => (
-                span,
-                format!("`max_delay` ({max}) must not be below `base_delay` ({base})"),
-            ),
-            (_, Some((_, span))) => (
-                span,
-                format!(
-                    "`max_delay` ({max}) must not be below `base_delay`, whose default is {base}; set `base_delay` too"
-                ),
-            ),
-            (Some((_, span)), None) => (
-                span,
-                format!(
-                    "`base_delay` ({base}) must not be above `max_delay`, whose default is {max}; set `max_delay` too"
-                ),
-            ),
-            (None, None) => (Span::call_site(), String::new()),
-        };
-        errors.at(span, message);
-    }
+    check_delays(&literal_delays, errors);
+    let policy = match policy {
+        Some(expr) => {
+            if let Some(other) = first_policy_key {
+                errors.at(
+                    other,
+                    "`policy` already sets every value of the policy: set this one where the `RetryPolicy` is built, or drop `policy`",
+                );
+            }
+            Policy::Expr(Box::new(expr))
+        }
+        None => Policy::Built(values),
+    };
     Settings {
-        max_retries: given.max_retries.unwrap_or(5),
-        base_delay_nanos: nanos(base),
-        max_delay_nanos: nanos(max),
-        jitter_nanos: nanos(given.jitter.unwrap_or(1.0)),
-        timeout_nanos: given.timeout.map_or(0, nanos),
-        max_hint_nanos: nanos(given.max_hint.unwrap_or(120.0)),
-        retry_if: given.retry_if,
+        krate: krate.unwrap_or_else(|| quote!(::resilience)),
+        policy,
+        retry_if,
     }
 }
 
-fn attempts(value: &Expr, errors: &mut Errors) -> Option<u32> {
+/// `base_delay` above `max_delay`, both given as literals. With a default or a constant on
+/// either side, the build checks it (the defaults live in the runtime).
+fn check_delays(delays: &[(Key, f64, Span)], errors: &mut Errors) {
+    let find = |key| delays.iter().find(|(k, _, _)| *k == key);
+    if let (Some((_, base, _)), Some((_, max, span))) = (find(Key::BaseDelay), find(Key::MaxDelay))
+        && base > max
+    {
+        errors.at(
+            *span,
+            format!("`max_delay` ({max}) must not be below `base_delay` ({base})"),
+        );
+    }
+}
+
+fn attempts(value: &Expr, errors: &mut Errors) -> Option<Value> {
     const AT_LEAST_ONE: &str =
         "`max_retries` must be at least 1: it counts all attempts, the first included";
     let message = match literal(value) {
         Literal::Int(int) => match int.base10_parse::<u32>() {
             Ok(0) => AT_LEAST_ONE.to_owned(),
-            Ok(n) => return Some(n),
+            Ok(n) => return Some(Value::Attempts(n)),
             Err(_) => format!("`max_retries` must fit in a `u32` (at most {})", u32::MAX),
         },
         Literal::Negative => AT_LEAST_ONE.to_owned(),
+        Literal::Constant => return Some(Value::Constant(Box::new(value.clone()))),
         other => format!(
-            "`max_retries` expects a whole number of attempts, like `max_retries = 5`, found {}",
+            "`max_retries` expects a whole number of attempts, like `max_retries = 5` or a `u32` constant, found {}",
             other.describe()
         ),
     };
@@ -200,20 +347,20 @@ fn attempts(value: &Expr, errors: &mut Errors) -> Option<u32> {
     None
 }
 
-enum Bound {
-    AtLeastZero,
-    AboveZero,
-}
-
-/// A number of seconds, as an integer or float literal.
-fn seconds(name: &str, value: &Expr, bound: Bound, errors: &mut Errors) -> Option<f64> {
+/// A number of seconds: an integer or float literal (checked here, and returned in seconds
+/// too for the cross-check), or a constant (checked by const evaluation).
+fn seconds(key: Key, value: &Expr, errors: &mut Errors) -> Option<(Value, Option<f64>)> {
+    let name = key.name();
+    let above_zero = key == Key::Timeout;
     let parsed = match literal(value) {
         Literal::Int(int) => int.base10_parse::<f64>().ok(),
         Literal::Float(float) => float.base10_parse::<f64>().ok(),
+        Literal::Constant => return Some((Value::Constant(Box::new(value.clone())), None)),
         Literal::Negative => {
-            let rule = match bound {
-                Bound::AtLeastZero => "zero or more",
-                Bound::AboveZero => "above zero",
+            let rule = if above_zero {
+                "above zero"
+            } else {
+                "zero or more"
             };
             errors.spanned(value, format!("`{name}` must be {rule} seconds"));
             return None;
@@ -222,7 +369,7 @@ fn seconds(name: &str, value: &Expr, bound: Bound, errors: &mut Errors) -> Optio
             errors.spanned(
                 value,
                 format!(
-                    "`{name}` expects seconds as a number literal, like `{name} = 1.5` or `{name} = 2`, found {}",
+                    "`{name}` expects seconds as a number literal or an `f64` constant, like `{name} = 1.5` or `{name} = 2`, found {}",
                     other.describe()
                 ),
             );
@@ -243,16 +390,12 @@ fn seconds(name: &str, value: &Expr, bound: Bound, errors: &mut Errors) -> Optio
         );
         return None;
     }
-    if matches!(bound, Bound::AboveZero) && nanos(secs) == 0 {
+    let nanos = (secs * NANOS_PER_SEC).round() as u64;
+    if above_zero && nanos == 0 {
         errors.spanned(value, format!("`{name}` must be above zero seconds"));
         return None;
     }
-    Some(secs)
-}
-
-fn nanos(secs: f64) -> u64 {
-    // Range-checked in `seconds`; `as` saturates anyway, so nothing here can panic.
-    (secs * NANOS_PER_SEC).round() as u64
+    Some((Value::Nanos(nanos), Some(secs)))
 }
 
 fn predicate(value: Expr, errors: &mut Errors) -> Option<Expr> {
@@ -268,10 +411,34 @@ fn predicate(value: Expr, errors: &mut Errors) -> Option<Expr> {
     }
 }
 
+/// `crate = my::resilience` or, as serde and tokio write it, `crate = "my::resilience"`.
+fn crate_path(value: &Expr, errors: &mut Errors) -> Option<TokenStream> {
+    let path = match value {
+        Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        }) => text.parse::<syn::Path>().ok(),
+        _ => None,
+    };
+    match path {
+        Some(path) => Some(quote!(#path)),
+        None => {
+            errors.spanned(
+                value,
+                "`crate` expects the path the `resilience` crate is reached by, like `crate = my_facade::resilience`",
+            );
+            None
+        }
+    }
+}
+
 enum Literal<'a> {
     Int(&'a syn::LitInt),
     Float(&'a syn::LitFloat),
     Negative,
+    /// A path (`MAX`, `config::BASE`, `Self::ATTEMPTS`) or a constant block.
+    Constant,
     Str,
     Bool,
     Other,
@@ -283,10 +450,11 @@ impl Literal<'_> {
             Literal::Int(_) => "an integer",
             Literal::Float(_) => "a float",
             Literal::Negative => "a negative number",
+            Literal::Constant => "a constant",
             Literal::Str => "a string",
             Literal::Bool => "a boolean",
             Literal::Other => {
-                "an expression (only literals are accepted, so the policy is checked at compile time)"
+                "an expression (a literal or a constant is checked when the crate compiles; for a value read at run time, use `policy = ..`)"
             }
         }
     }
@@ -315,7 +483,23 @@ fn literal(value: &Expr) -> Literal<'_> {
         {
             Literal::Negative
         }
+        Expr::Path(path) if path.qself.is_none() => Literal::Constant,
+        Expr::Const(_) => Literal::Constant,
         Expr::Group(group) => literal(&group.expr),
         _ => Literal::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_get_a_suggestion() {
+        assert_eq!(did_you_mean("retries"), Some("max_retries"));
+        assert_eq!(did_you_mean("max_retry"), Some("max_retries"));
+        assert_eq!(did_you_mean("jiter"), Some("jitter"));
+        assert_eq!(did_you_mean("Timeout"), Some("timeout"));
+        assert_eq!(did_you_mean("colour"), None);
     }
 }

@@ -1,295 +1,757 @@
-//! Emits the retry loop. Every decision in it is a runtime call; the loop only moves values.
+//! Emits the retried function. Every decision in it is a runtime call; the expansion only
+//! moves values. The first attempt runs inline and, when it succeeds, returns with nothing
+//! else done; everything after a failure is out of line (`#[cold]` runtime calls, and for an
+//! `async fn` a boxed future made only then).
 //!
 //! Input:
 //! ```ignore
 //! #[retry_with_backoff(max_retries = 3)]
 //! fn fetch(&self, url: String) -> io::Result<Page> { get(self, url) }
 //! ```
-//! Output (sync; simplified: the real locals are `__resilience_*` at mixed-site hygiene):
+//! Output (sync; simplified: the locals are `__resilience_*` at mixed-site hygiene, the paths
+//! `::resilience::__private::*` and `::resilience::requirements::*`):
 //! ```ignore
 //! fn fetch(&self, url: String) -> io::Result<Page> {
-//!     const POLICY: RetryPolicy = RetryPolicy::__from_validated(3, ..);
-//!     let mut attempts = Attempts::start(&POLICY, "fetch", now_current);
-//!     let mut attempt = attempt_fn::<io::Result<Page>, _>(|| {
-//!         let self_ = self;             // the body's `self` is renamed to this alias
-//!         let url = fresh(&url);        // by-value arguments: a clone per attempt
+//!     fn emit(function: &'static str, event: &Event<'_>) { emit_event!(function, event, module_path!()) }
+//!     let policy: &RetryPolicy = &const { /* builder, checked at compile time */ };
+//!     let args = (url, ());
+//!     let mut attempt = each_attempt(shape_of(&args), |(url, ())| -> io::Result<Page> {
+//!         let self_ = self;                       // the body's `self` is renamed to this
 //!         { get(self_, url) }
 //!     });
-//!     loop {
-//!         let outcome = attempt();
-//!         let delay = match split(outcome) {
-//!             Ok(done) => { attempts.succeeded(); return done; }
-//!             Err(error) => {
-//!                 let text = error_text(&error);            // redacted, for log and error
-//!                 let classified = (&&&&Probe(&error, &text)).__resilience_classify();
-//!                 match attempts.after_failure(classified, &text, now_current) {
-//!                     Next::Retry(delay) => delay,
-//!                     Next::Return => return fail(error),
-//!                     Next::GiveUp(reason) => return fail(give_up_as(
-//!                         (&&Keep::new(error)).__resilience_give_up(&attempts, reason, text),
-//!                     )),
-//!                 }
-//!             }
+//!     let started = None;                         // `started(policy, now)` with a timeout
+//!     let mut retry = None;
+//!     if policy.max_retries() > 1 {
+//!         let mut error = match into_result(attempt((fresh(&url), ()))) {
+//!             Ok(value) => return from_result(Ok(value)),   // the success path ends here
+//!             Err(error) => error,
 //!         };
-//!         sleep_current(delay);
+//!         let attempts = retry.insert(Attempts::after_first(policy, site, started));
+//!         loop {
+//!             match attempts.after_error(error, read, keep, now_current) {
+//!                 Ok(wait) => sleep_current(wait),
+//!                 Err(ending) => return end(ending),      // not retryable, or gave up
+//!             }
+//!             if attempts.is_last() { break; }
+//!             error = /* the next attempt, with fresh copies, as above */;
+//!         }
 //!     }
+//!     /* the last attempt (the only one with `max_retries = 1`) takes the caller's `url` */
 //! }
 //! ```
-//! An `async fn` makes the clones and reborrows in the loop, then awaits an `async move`
-//! block (cut off by `until_deadline` when `timeout` is set) and `sleep_async(delay)`.
+//! An `async fn` makes its attempt an `async` closure, awaits the first attempt inline (under
+//! `until_deadline` when there may be a `timeout`), and awaits the rest in `boxed(async { .. })`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
-use syn::{ReturnType, Stmt};
+use syn::{ReturnType, Stmt, Type};
 
-use crate::args::Settings;
-use crate::signature::{Params, RenameSelf, RetryFn};
+use crate::args::{Given, Key, Policy, Settings, Value};
+use crate::bindings::{Bindings, Carried, bindings};
+use crate::item::RetryFn;
+use crate::receiver::RenameSelf;
 
 pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let RetryFn {
         attrs,
         vis,
         sig,
+        brace,
         inner_attrs,
         body,
     } = item;
-    let Params {
+    let krate = &settings.krate;
+    let Bindings {
         sig: outer_sig,
+        carried,
         rebinds,
-        borrows,
-        has_receiver,
-    } = crate::signature::params(&sig);
+        rename_self,
+    } = bindings(&sig, krate);
     let mut body: Vec<Stmt> = body.unwrap_or_default();
-    if has_receiver {
+    if rename_self {
         body.iter_mut()
             .for_each(|stmt| RenameSelf.visit_stmt_mut(stmt));
     }
-
-    // Misuse of the return type is reported on the return type, through the runtime's
-    // `RetryResult` trait, so that aliases like `io::Result<T>` pass; misuse of the error
-    // type (no `Display`, no `From<MediaProcessingError>`) on the `E` of `Result<T, E>`.
-    let ret_span = match &sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => sig.ident.span(),
+    let names = Names::new(&sig);
+    let types = Types::new(&sig, krate, &names);
+    let emitter = emitter(krate, &names);
+    let policy = policy(&settings, &names);
+    let attempt = attempt_closure(&sig, &carried, &rebinds, &body, &types, krate, &names);
+    let run = if sig.asyncness.is_some() {
+        async_run(&settings, &types, &names, &sig)
+    } else {
+        sync_run(&settings, &types, &names)
     };
-    let err_span = match &sig.output {
-        ReturnType::Type(_, ty) => error_type_span(ty).unwrap_or(ret_span),
-        ReturnType::Default => ret_span,
-    };
-    // Locals of the expansion resolve at `mixed_site`, so a parameter or a body local with
-    // the same name can neither see nor shadow them. They sit at the return type because the
-    // type errors they can meet are about it.
-    let local =
-        |name: &str| format_ident!("{}", name, span = Span::mixed_site().located_at(ret_span));
-    let attempts = local("__resilience_attempts");
-    let attempt = local("__resilience_attempt");
-    let outcome = local("__resilience_outcome");
-    let error = local("__resilience_error");
-    let text = local("__resilience_text");
-    let done = local("__resilience_done");
-    let delay = local("__resilience_delay");
-    let reason = local("__resilience_reason");
-    let passed = local("__resilience_passed");
-    let classified = local("__resilience_classified");
-    let exhausted = local("__resilience_exhausted");
-
-    let rt = quote!(::resilience::__private);
-    // The same path with the return or error type's span: calls built from it report their
-    // trait errors there.
-    let rt_ret = quote_spanned!(ret_span=> ::resilience::__private);
-    let rt_err = quote_spanned!(err_span=> ::resilience::__private);
-    let error_at_err = format_ident!(
-        "__resilience_error",
-        span = Span::mixed_site().located_at(err_span)
+    let fn_body = quote!(
+        #(#inner_attrs)*
+        #emitter
+        #policy
+        #attempt
+        #run
     );
+    // The body keeps its own braces (and their span), so that rustc's suggestions about the
+    // function read right.
+    let mut block = TokenStream::new();
+    brace.surround(&mut block, |tokens| tokens.extend(fn_body));
+    quote!(#(#attrs)* #vis #outer_sig #block)
+}
 
-    let name = sig.ident.to_string();
-    let name = name.strip_prefix("r#").unwrap_or(&name);
-    let Settings {
-        max_retries,
-        base_delay_nanos,
-        max_delay_nanos,
-        jitter_nanos,
-        timeout_nanos,
-        max_hint_nanos,
-        retry_if,
-    } = settings;
+/// The expansion's locals, resolved at `mixed_site`, so that a parameter or a body local with
+/// the same name can neither see nor shadow them. They sit at the return type because the
+/// type errors they can meet are about it.
+struct Names {
+    ret_span: Span,
+    err_span: Span,
+    function: String,
+}
 
-    let seen = local("__resilience_seen");
-    let see = quote_spanned!(ret_span=> {
-        #[allow(unused_imports)]
-        use #rt_ret::{SeeChain as _, SeeOwn as _, SeeOwnAndChain as _, SeeText as _};
-        (&&&&#rt_ret::Probe(&#error)).__resilience_see()
+impl Names {
+    fn new(sig: &syn::Signature) -> Self {
+        let ret_span = match &sig.output {
+            ReturnType::Type(_, ty) => ty.span(),
+            ReturnType::Default => sig.ident.span(),
+        };
+        let err_span = match &sig.output {
+            ReturnType::Type(_, ty) => written_error_type(ty).map_or(ret_span, |e| e.span()),
+            ReturnType::Default => ret_span,
+        };
+        let function = sig.ident.to_string();
+        let function = function.strip_prefix("r#").unwrap_or(&function).to_owned();
+        Self {
+            ret_span,
+            err_span,
+            function,
+        }
+    }
+
+    fn local(&self, name: &str) -> syn::Ident {
+        format_ident!(
+            "__resilience_{}",
+            name,
+            span = Span::mixed_site().located_at(self.ret_span)
+        )
+    }
+}
+
+/// How the expansion names the return type and the error type: written out where they can
+/// be (so that a compile error lands on the user's own token), through inference where the
+/// type holds an `impl Trait`.
+struct Types {
+    /// The return type, when nameable.
+    ret: Option<Type>,
+    /// `-> Ret` for the attempt closure, when nameable.
+    ret_arrow: TokenStream,
+    /// `<Ret as ReturnsResult>` or, unnameable, the trait itself (method-call form).
+    returns_result: TokenStream,
+    /// `<E as HoldsGiveUp>` or the trait.
+    holds_give_up: TokenStream,
+    /// `<E as LoggableError>` or the trait.
+    loggable: TokenStream,
+}
+
+impl Types {
+    fn new(sig: &syn::Signature, krate: &TokenStream, names: &Names) -> Self {
+        let ret_span = names.ret_span;
+        let err_span = names.err_span;
+        let req = quote_spanned!(ret_span=> #krate::requirements);
+        let req_err = quote_spanned!(err_span=> #krate::requirements);
+        let nameable = match &sig.output {
+            ReturnType::Type(_, ty) if !mentions_impl_trait(ty) => Some(&**ty),
+            _ => None,
+        };
+        match nameable {
+            Some(ret) => {
+                let err = match written_error_type(ret) {
+                    Some(err) => quote!(#err),
+                    None => quote_spanned!(ret_span=> <#ret as #req::ReturnsResult>::Error),
+                };
+                Self {
+                    ret: Some(ret.clone()),
+                    ret_arrow: quote!(-> #ret),
+                    returns_result: quote_spanned!(ret_span=> <#ret as #req::ReturnsResult>),
+                    holds_give_up: quote_spanned!(err_span=> <#err as #req_err::HoldsGiveUp>),
+                    loggable: quote_spanned!(err_span=> <#err as #req_err::LoggableError>),
+                }
+            }
+            None => Self {
+                ret: None,
+                ret_arrow: TokenStream::new(),
+                returns_result: quote_spanned!(ret_span=> #req::ReturnsResult),
+                holds_give_up: quote_spanned!(err_span=> #req_err::HoldsGiveUp),
+                loggable: quote_spanned!(err_span=> #req_err::LoggableError),
+            },
+        }
+    }
+
+    /// After an attempt's error is taken out, a `return` of it that never runs: with an
+    /// `impl Trait` in the return type, nothing else fixes the error type before the rules'
+    /// probes look at it.
+    fn fix_error_type(&self, error: &syn::Ident, span: Span) -> TokenStream {
+        if self.ret.is_some() {
+            return TokenStream::new();
+        }
+        let err = self.returned(quote!(::core::result::Result::Err(#error)), span);
+        quote!(
+            #[allow(unreachable_code)]
+            if false {
+                return #err;
+            }
+        )
+    }
+
+    fn result_of(&self, value: TokenStream, span: Span) -> TokenStream {
+        let returns_result = &self.returns_result;
+        quote_spanned!(span=> #returns_result::into_result(#value))
+    }
+
+    fn returned(&self, value: TokenStream, span: Span) -> TokenStream {
+        let returns_result = &self.returns_result;
+        quote_spanned!(span=> #returns_result::from_result(#value))
+    }
+}
+
+// Input:  the function's name.
+// Output: `fn __resilience_emit(..) { emit_event!(.., module_path!()) }`: the events get the
+//         annotated function's module path as their target, as `#[tracing::instrument]`
+//         gives its spans, so an application's filter shows them.
+fn emitter(krate: &TokenStream, names: &Names) -> TokenStream {
+    let emit = names.local("emit");
+    quote!(
+        #[cold]
+        #[inline(never)]
+        fn #emit(function: &'static str, event: &#krate::__private::Event<'_>) {
+            #krate::__private::emit_event!(function, event, ::core::module_path!())
+        }
+    )
+}
+
+/// `Site { function: "fetch", emit: __resilience_emit }`.
+fn site(krate: &TokenStream, names: &Names) -> TokenStream {
+    let function = &names.function;
+    let emit = names.local("emit");
+    quote!(#krate::__private::Site { function: #function, emit: #emit })
+}
+
+// Input:  `max_retries = 3, base_delay = BASE` (or `policy = &SETTINGS.retry`).
+// Output: `let policy: &RetryPolicy = &const { builder().max_retries(3).base_delay(checked
+//         seconds of BASE).build(), or a compile error naming the value };` (or the expression).
+fn policy(settings: &Settings, names: &Names) -> TokenStream {
+    let krate = &settings.krate;
+    let policy = names.local("policy");
+    let value = match &settings.policy {
+        Policy::Expr(expr) => quote_spanned!(expr.span()=> #expr),
+        Policy::Built(given) => built_policy(krate, given),
+    };
+    quote!(let #policy: &#krate::RetryPolicy = #value;)
+}
+
+fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
+    let builder = format_ident!("__resilience_builder", span = Span::mixed_site());
+    let steps = given.iter().map(|Given { key, value, span }| {
+        let setter = format_ident!("{}", key.setter());
+        let argument = match value {
+            Value::Attempts(n) => quote!(#n),
+            Value::Nanos(nanos) => quote!(::core::time::Duration::from_nanos(#nanos)),
+            // A constant of attempts: checked alone, so the error lands on it.
+            Value::Constant(expr) if !key.is_seconds() => quote_spanned!(*span=> {
+                if let ::core::result::Result::Err(error) =
+                    #krate::RetryPolicy::builder().max_retries(#expr).build()
+                {
+                    ::core::panic!("{}", error.message())
+                }
+                #expr
+            }),
+            Value::Constant(expr) => {
+                let which = format_ident!("{}", key.seconds_key().unwrap_or("BaseDelay"));
+                quote_spanned!(*span=>
+                    match #krate::__private::seconds(#krate::__private::Key::#which, #expr) {
+                        ::core::result::Result::Ok(duration) => duration,
+                        ::core::result::Result::Err(message) => ::core::panic!("{}", message),
+                    }
+                )
+            }
+        };
+        quote!(let #builder = #builder.#setter(#argument);)
     });
-    let builtin = quote_spanned!(ret_span=> #rt_ret::classify(#seen, &#text));
-    let classify = match retry_if {
-        None => builtin,
+    // A conflict between the values (a `base_delay` above the default `max_delay`) shows on
+    // the delay that was given.
+    let conflict = given
+        .iter()
+        .find(|g| matches!(g.key, Key::BaseDelay | Key::MaxDelay))
+        .map_or_else(Span::call_site, |g| g.span);
+    let build = quote_spanned!(conflict=>
+        match #builder.build() {
+            ::core::result::Result::Ok(policy) => policy,
+            ::core::result::Result::Err(error) => ::core::panic!("{}", error.message()),
+        }
+    );
+    quote!(&const {
+        let #builder = #krate::RetryPolicy::builder();
+        #(#steps)*
+        #build
+    })
+}
+
+// Input:  the parameters and the body.
+// Output: `let args = (url, ()); let mut attempt = each_attempt(shape_of(&args), |(url, ())|
+//         -> Ret { rebinds; body }); let fresh = fresh_for(&args, |(url, ()): &_| (fresh(url), ()));`
+//         (`each_async_attempt` and an `async` closure for an `async fn`). By-value arguments
+//         arrive as the closure's parameters; everything else is captured.
+fn attempt_closure(
+    sig: &syn::Signature,
+    carried: &[Carried],
+    rebinds: &[TokenStream],
+    body: &[Stmt],
+    types: &Types,
+    krate: &TokenStream,
+    names: &Names,
+) -> TokenStream {
+    let attempt = names.local("attempt");
+    let args = names.local("args");
+    let fresh = names.local("fresh");
+    let shape = quote!(#krate::__private::shape_of(&#args));
+    let pattern = nested(carried.iter().map(|c| c.pattern.clone()));
+    let ret_arrow = &types.ret_arrow;
+    let inner = quote!({
+        #(#rebinds)*
+        { #(#body)* }
+    });
+    let closure = if sig.asyncness.is_some() {
+        // An async body's `return`s and tail coerce to its output type only once that type is
+        // fixed; a `return` of it, never taken, fixes it first (as async-trait does), so that
+        // `Ok(Box::new(x))` still becomes a `Box<dyn Trait>`.
+        let typed = names.local("typed");
+        let inner = match &types.ret {
+            Some(ret) => quote!({
+                if let ::core::option::Option::Some(#typed) = ::core::option::Option::None::<#ret> {
+                    #[allow(unreachable_code)]
+                    return #typed;
+                }
+                #inner
+            }),
+            None => inner,
+        };
+        quote!(#krate::requirements::each_async_attempt(#shape, async |#pattern| #ret_arrow #inner))
+    } else {
+        quote!(#krate::requirements::each_attempt(#shape, |#pattern| #ret_arrow #inner))
+    };
+    let outers = nested(carried.iter().map(|c| c.outer.clone()));
+    let fresh_copies = fresh_closure(carried, krate);
+    quote!(
+        // The by-value arguments, moved into one value: copied for each attempt but the last,
+        // which takes them.
+        let #args = #outers;
+        #[allow(unused_mut)]
+        let mut #attempt = #closure;
+        #[allow(unused_variables)]
+        let #fresh = #krate::__private::fresh_for(&#args, #fresh_copies);
+    )
+}
+
+/// `|(url, (body, ())): &_| (fresh(url), (fresh(body), ()))`: copies of the arguments, made
+/// in this one place, so that a missing `Clone` is reported once.
+fn fresh_closure(carried: &[Carried], krate: &TokenStream) -> TokenStream {
+    // `self` cannot be bound by a pattern: it gets a name of its own here.
+    let name = |index: usize, outer: &TokenStream| {
+        if outer.to_string() == "self" {
+            let name = format_ident!("__resilience_arg_{}", index, span = Span::mixed_site());
+            quote!(#name)
+        } else {
+            outer.clone()
+        }
+    };
+    let pattern = nested(
+        carried
+            .iter()
+            .enumerate()
+            .map(|(index, c)| name(index, &c.outer)),
+    );
+    let copies = nested(carried.iter().enumerate().map(|(index, c)| {
+        let name = name(index, &c.outer);
+        let span = c.span;
+        quote_spanned!(span=> #krate::requirements::ClonedPerAttempt::fresh(&*#name))
+    }));
+    quote!(|#pattern: &_| #copies)
+}
+
+/// `(a, (b, ()))`: the nested tuple the attempt's by-value arguments travel in.
+fn nested(items: impl DoubleEndedIterator<Item = TokenStream>) -> TokenStream {
+    items
+        .rev()
+        .fold(quote!(()), |rest, item| quote!((#item, #rest)))
+}
+
+/// What the failure path needs to know about an error, as closures for the runtime: `read`
+/// (the rules' answer, with a `retry_if` asked first), `text` (the error's text with its
+/// causes, as the rules read it: formatted only when shown) and `keep` (the error boxed for
+/// the give-up error, when its type allows).
+struct Rules {
+    read: TokenStream,
+    text: TokenStream,
+    keep: TokenStream,
+}
+
+fn rules(settings: &Settings, types: &Types, names: &Names) -> Rules {
+    let krate = &settings.krate;
+    let error = names.local("error");
+    let seen = names.local("seen");
+    let asked = match &settings.retry_if {
+        // Errors about the predicate's signature belong on the predicate.
         Some(predicate) => {
-            // Errors about the predicate's signature belong on the predicate.
             let span = predicate.span();
             let error = format_ident!(
                 "__resilience_error",
                 span = Span::mixed_site().located_at(span)
             );
-            quote_spanned!(span=> ::resilience::__private::ask(#predicate, &#error, || #builtin))
+            quote_spanned!(span=> ::core::option::Option::Some(
+                #krate::requirements::PredicateAnswer::into_verdict((#predicate)(#error))
+            ))
         }
+        None => quote!(::core::option::Option::None),
     };
-    let fail = |value: TokenStream| quote_spanned!(ret_span=> return #rt_ret::fail(#value));
-    let give_up = {
-        let fail = fail(quote_spanned!(err_span=> #rt_err::give_up_as(#exhausted)));
-        quote_spanned!(ret_span=> {
-            #[allow(unused_imports)]
-            use #rt_ret::{
-                GiveUpKeepingError as _, GiveUpKeepingText as _, GiveUpKeepingTypedError as _,
-            };
-            let #exhausted =
-                (&&&#rt_ret::Keep::new(#error)).__resilience_give_up(&#attempts, #reason, #text);
-            #fail;
-        })
-    };
-    let return_error = fail(quote!(#error));
-    let error_text = quote_spanned!(err_span=> #rt_err::error_text(&#error_at_err, &#seen));
-    let return_done = quote_spanned!(ret_span=> return #done);
-    let deadline_passed = fail(quote_spanned!(err_span=>
-        #rt_err::give_up_as(#attempts.deadline_passed(#passed))
-    ));
-    let attempt_body = quote!({
-        #(#rebinds)*
-        { #(#body)* }
+    let loggable = &types.loggable;
+    let err_span = names.err_span;
+    let see = quote!({
+        #[allow(unused_imports)]
+        use #krate::__private::{SeeChain as _, SeeOwn as _, SeeOwnAndChain as _, SeeText as _};
+        (&&&&#krate::__private::Probe(#error)).__resilience_see()
     });
-    // Naming the return type lets `Ok(Box::new(x))`, `Err(Box::new(e))` and `return`s in the
-    // body coerce to it, as they would without the attribute. An `impl Trait` cannot be
-    // named inside the body; there the attempt's type is inferred.
-    let ret_ty = match &sig.output {
-        ReturnType::Type(_, ty) if !mentions_impl_trait(ty) => Some(ty),
-        _ => None,
-    };
-    let attempt_closure = match ret_ty {
-        Some(ty) => quote!(#rt::attempt_fn::<#ty, _>(|| #attempt_body)),
-        None => quote!(|| #attempt_body),
-    };
-    // An async attempt takes its fresh copies and reborrows by move, made just before it:
-    // holding `&T` of a by-value `T` across an `.await` would make the future `Send` only
-    // when `T: Sync`. An async block's output type cannot be given from outside; a `return`
-    // of that type, never taken, fixes it before the body is checked (as async-trait does).
-    let typed = local("__resilience_typed");
-    let attempt_future = match ret_ty {
-        Some(ty) => quote!(async move {
-            if let ::core::option::Option::Some(#typed) = ::core::option::Option::None::<#ty> {
-                #[allow(unreachable_code)]
-                return #typed;
-            }
-            { #(#body)* }
-        }),
-        None => quote!(async move { #(#body)* }),
-    };
-    let attempt_future = quote!({
-        #(#rebinds)*
-        #(#borrows)*
-        #attempt_future
+    let text_of = quote_spanned!(err_span=> #loggable::text(#error, #seen.chain));
+    let asked_name = names.local("asked");
+    let read = quote!(|#error| {
+        let #seen = #see;
+        // A `retry_if` closure is called where it is written.
+        #[allow(clippy::redundant_closure_call)]
+        let #asked_name = #asked;
+        #krate::__private::classify(#seen, || #text_of, #asked_name)
     });
-
-    let (now, run_attempt, sleep) = if sig.asyncness.is_some() {
-        let run = if timeout_nanos == 0 {
-            quote!(#attempt_future.await)
-        } else {
-            quote!(match #rt::until_deadline(#attempts.deadline(), #attempt_future).await {
-                ::core::result::Result::Ok(#outcome) => #outcome,
-                ::core::result::Result::Err(#passed) => {
-                    #deadline_passed;
-                }
-            })
-        };
-        (
-            quote!(#rt::now_async),
-            quote!(let #outcome = #run;),
-            quote!(#rt::sleep_async(#delay).await;),
-        )
-    } else {
-        (
-            quote!(#rt::now_current),
-            quote!(let #outcome = #attempt();),
-            quote!(#rt::sleep_current(#delay);),
-        )
-    };
-    let require_runtime = match &sig.asyncness {
-        Some(asyncness) => {
-            quote_spanned!(asyncness.span=> ::resilience::__private::require_async_runtime(::resilience::__private::Runtime);)
-        }
-        None => quote!(),
-    };
-    let define_attempt = if sig.asyncness.is_some() {
-        quote!()
-    } else {
-        // A closure, so `return` and `?` in the body end the attempt, not the retry. It may
-        // be `Fn` or `FnMut` depending on the body, hence the `allow`.
-        quote!(
-            #[allow(unused_mut, clippy::redundant_closure_call)]
-            let mut #attempt = #attempt_closure;
-        )
-    };
-
-    quote! {
-        #(#attrs)*
-        #vis #outer_sig {
-            #(#inner_attrs)*
-            const __RESILIENCE_POLICY: #rt::RetryPolicy = #rt::RetryPolicy::__from_validated(
-                #max_retries, #base_delay_nanos, #max_delay_nanos, #jitter_nanos, #timeout_nanos,
-                #max_hint_nanos,
-            );
-            #require_runtime
-            let mut #attempts = #rt::Attempts::start(&__RESILIENCE_POLICY, #name, #now);
-            #define_attempt
-            loop {
-                #run_attempt
-                // The error lives only inside this statement: it is dropped before the wait,
-                // so an error type that is not `Send` never makes the future non-`Send`.
-                let #delay = match #rt_ret::split(#outcome) {
-                    ::core::result::Result::Ok(#done) => {
-                        #attempts.succeeded();
-                        #return_done;
-                    }
-                    ::core::result::Result::Err(#error) => {
-                        let #seen = #see;
-                        let #text = #error_text;
-                        let #classified = #classify;
-                        let #text = #rt::redacted(#text);
-                        match #attempts.after_failure(#classified, &#text, #now) {
-                            #rt::Next::Retry(#delay) => #delay,
-                            #rt::Next::Return => #return_error,
-                            #rt::Next::GiveUp(#reason) => #give_up,
-                        }
-                    }
-                };
-                #sleep
-            }
-        }
-    }
+    let text = quote!(|#error| {
+        let #seen = #see;
+        #text_of
+    });
+    let keep = quote!(|#error| {
+        #[allow(unused_imports)]
+        use #krate::__private::{KeepBoxed as _, KeepText as _, KeepTyped as _};
+        (&&&#krate::__private::Keep::new(#error)).__resilience_keep()
+    });
+    Rules { read, text, keep }
 }
 
-/// The span of `E` in a return type written `Result<T, E>` (or any `Path<.., E>` alias).
-fn error_type_span(ty: &syn::Type) -> Option<Span> {
-    let syn::Type::Path(path) = ty else {
+/// `return`s the function's value for an ending: the error itself, or the give-up error
+/// converted into the function's error type.
+fn end(ending: TokenStream, types: &Types, krate: &TokenStream, names: &Names) -> TokenStream {
+    let error = names.local("error");
+    let give_up = names.local("give_up");
+    let holds = &types.holds_give_up;
+    let from_give_up = quote_spanned!(names.err_span=> #holds::from_give_up(#give_up));
+    let not_retryable =
+        types.returned(quote!(::core::result::Result::Err(#error)), names.ret_span);
+    let gave_up = types.returned(
+        quote!(::core::result::Result::Err(#from_give_up)),
+        names.ret_span,
+    );
+    quote!(match #ending {
+        #krate::__private::Ending::NotRetryable(#error) => #not_retryable,
+        #krate::__private::Ending::GaveUp(#give_up) => #gave_up,
+    })
+}
+
+/// The function's value for what the retry loop returned: the success, the error itself, or
+/// the give-up error converted into the function's error type.
+fn ending_of(
+    result: TokenStream,
+    types: &Types,
+    krate: &TokenStream,
+    names: &Names,
+) -> TokenStream {
+    let value = names.local("value");
+    let ending = names.local("ending");
+    let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
+    let end = end(quote!(#ending), types, krate, names);
+    quote!(match #result {
+        ::core::result::Result::Ok(#value) => #ok,
+        ::core::result::Result::Err(#ending) => #end,
+    })
+}
+
+/// `match into_result(outcome) { Ok(v) => on_ok, Err(error) => on_err }`.
+fn on_outcome(
+    outcome: TokenStream,
+    on_ok: impl FnOnce(TokenStream) -> TokenStream,
+    on_err: TokenStream,
+    types: &Types,
+    names: &Names,
+) -> TokenStream {
+    let value = names.local("value");
+    let error = names.local("error");
+    let outcome = types.result_of(outcome, names.ret_span);
+    let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
+    let on_ok = on_ok(ok);
+    quote!(match #outcome {
+        ::core::result::Result::Ok(#value) => #on_ok,
+        ::core::result::Result::Err(#error) => #on_err,
+    })
+}
+
+// Input:  the policy, the attempt closure, the by-value arguments.
+// Output: the first attempt inline, returning at once when it succeeds; after a failure, one
+//         cold call into the runtime's retry loop, which takes the arguments and gives the
+//         last attempt the caller's values.
+fn sync_run(settings: &Settings, types: &Types, names: &Names) -> TokenStream {
+    let krate = &settings.krate;
+    let rt = quote!(#krate::__private);
+    let [policy, attempt, started, error, args, outcome] =
+        ["policy", "attempt", "started", "error", "args", "outcome"].map(|name| names.local(name));
+    let Rules { read, text, keep } = rules(settings, types, names);
+    let site = site(krate, names);
+    let [fresh, all] = ["fresh", "args"].map(|name| names.local(name));
+    let fresh_copies = quote!(#fresh(&#all));
+    let started_value = if settings.policy.may_have_timeout() {
+        quote!(#rt::started(#policy, #rt::now_current))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let into_result = |value: TokenStream| types.result_of(value, names.ret_span);
+    let attempt_result = into_result(quote!(#attempt(#args)));
+    let retried = ending_of(
+        quote!(#rt::retry_blocking(
+            #policy,
+            #site,
+            #started,
+            #error,
+            #all,
+            |#args| #attempt_result,
+            #fresh,
+            #read,
+            #text,
+            #keep,
+        )),
+        types,
+        krate,
+        names,
+    );
+    let only = end(
+        quote!(#rt::only_attempt_failed(
+            #policy, #site, #started, #error, #read, #text, #keep,
+        )),
+        types,
+        krate,
+        names,
+    );
+    let first = into_result(quote!(#attempt(#fresh_copies)));
+    let only_attempt = into_result(quote!(#attempt(#all)));
+    let fix_error = types.fix_error_type(&error, names.ret_span);
+    let ok = types.returned(quote!(::core::result::Result::Ok(#outcome)), names.ret_span);
+    quote!(
+        let #started: ::core::option::Option<::std::time::Instant> = #started_value;
+        if #policy.max_retries() > 1 {
+            match #first {
+                ::core::result::Result::Ok(#outcome) => #ok,
+                ::core::result::Result::Err(#error) => {
+                    #fix_error
+                    #retried
+                }
+            }
+        } else {
+            // The only attempt takes the caller's values.
+            match #only_attempt {
+                ::core::result::Result::Ok(#outcome) => #ok,
+                ::core::result::Result::Err(#error) => {
+                    #fix_error
+                    #only
+                }
+            }
+        }
+    )
+}
+
+// Input:  as `sync_run`, for an `async fn`.
+// Output: the first attempt awaited inline; after a failure, the rest in a boxed future, so
+//         the function's own future stays the plain one's size.
+fn async_run(
+    settings: &Settings,
+    types: &Types,
+    names: &Names,
+    sig: &syn::Signature,
+) -> TokenStream {
+    let krate = &settings.krate;
+    let rt = quote!(#krate::__private);
+    let [
+        policy,
+        attempt,
+        started,
+        error,
+        attempts,
+        wait,
+        ending,
+        passed,
+        outcome,
+    ] = [
+        "policy", "attempt", "started", "error", "attempts", "wait", "ending", "passed", "outcome",
+    ]
+    .map(|name| names.local(name));
+    let Rules { read, text, keep } = rules(settings, types, names);
+    let site = site(krate, names);
+    let [fresh_fn, all] = ["fresh", "args"].map(|name| names.local(name));
+    let fresh = quote!(#fresh_fn(&#all));
+    let last = quote!(#all);
+    let timeout = settings.policy.may_have_timeout();
+    let started_value = if timeout {
+        quote!(#rt::started(#policy, #rt::now_async))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let holds = &types.holds_give_up;
+    let cut_off = |attempts: TokenStream| {
+        let give_up = quote_spanned!(names.err_span=>
+            #holds::from_give_up(#attempts.deadline_passed(#passed))
+        );
+        types.returned(
+            quote!(::core::result::Result::Err(#give_up)),
+            names.ret_span,
+        )
+    };
+    // An attempt runs to its end, or, with a timeout, until the deadline: then the call gives
+    // up at once with `DeadlineExceeded`.
+    let run = |future: TokenStream, deadline: TokenStream, attempts: TokenStream| {
+        if timeout {
+            let cut_off = cut_off(attempts);
+            quote!(match #rt::until_deadline(#deadline, #future).await {
+                ::core::result::Result::Ok(#outcome) => #outcome,
+                ::core::result::Result::Err(#passed) => return #cut_off,
+            })
+        } else {
+            quote!(#future.await)
+        }
+    };
+    let before_any = quote!(#rt::Attempts::after_first(#policy, #site, #started));
+    let first = on_outcome(
+        run(
+            quote!(#attempt(#fresh)),
+            quote!(#rt::deadline(#policy, #started)),
+            before_any.clone(),
+        ),
+        |ok| quote!(return #ok),
+        quote!(#error),
+        types,
+        names,
+    );
+    let next = on_outcome(
+        run(
+            quote!(#attempt(#fresh)),
+            quote!(#attempts.deadline()),
+            quote!(#attempts),
+        ),
+        |ok| quote!({ #attempts.succeeded(); return #ok; }),
+        quote!(#error),
+        types,
+        names,
+    );
+    let end_first = end(quote!(#ending), types, krate, names);
+    let end_loop = end(quote!(#ending), types, krate, names);
+    let end_last = end(quote!(#ending), types, krate, names);
+    let decide = |end: &TokenStream| {
+        quote!(match #attempts.after_error(#error, #read, #text, #keep, #rt::now_async) {
+            ::core::result::Result::Ok(#wait) => #wait,
+            ::core::result::Result::Err(#ending) => return #end,
+        })
+    };
+    let first_decision = decide(&end_first);
+    let fix_error = types.fix_error_type(&error, names.ret_span);
+    let next_decision = decide(&end_loop);
+    let last_after_retries = on_outcome(
+        run(
+            quote!(#attempt(#last)),
+            quote!(#attempts.deadline()),
+            quote!(#attempts),
+        ),
+        |ok| quote!({ #attempts.succeeded(); #ok }),
+        quote!({
+            let #ending = #attempts.after_last_error(#error, #read, #text, #keep);
+            #end_last
+        }),
+        types,
+        names,
+    );
+    let end_only = end(quote!(#ending), types, krate, names);
+    let only = on_outcome(
+        run(
+            quote!(#attempt(#last)),
+            quote!(#rt::deadline(#policy, #started)),
+            before_any.clone(),
+        ),
+        |ok| ok,
+        quote!({
+            let mut #attempts = #before_any;
+            let #ending = #attempts.after_last_error(#error, #read, #text, #keep);
+            #end_only
+        }),
+        types,
+        names,
+    );
+    let require_runtime = match &sig.asyncness {
+        Some(asyncness) => quote_spanned!(asyncness.span=>
+            <#krate::requirements::Tokio as #krate::requirements::AsyncRuntime>::available();
+        ),
+        None => TokenStream::new(),
+    };
+    // No error is held across a wait: each is decided on before the next `.await`, so an
+    // error type that is not `Send` never makes the future non-`Send`.
+    quote!(
+        #require_runtime
+        let #started: ::core::option::Option<::std::time::Instant> = #started_value;
+        if #policy.max_retries() > 1 {
+            let #error = #first;
+            #fix_error
+            let mut #attempts = #before_any;
+            let #wait = #first_decision;
+            return #rt::boxed(async {
+                let mut #wait = #wait;
+                loop {
+                    #rt::sleep_async(#wait).await;
+                    if #attempts.is_last() {
+                        break;
+                    }
+                    let #error = #next;
+                    #wait = #next_decision;
+                }
+                // The last attempt takes the caller's values.
+                #last_after_retries
+            })
+            .await;
+        }
+        // The only attempt (`max_retries = 1`) takes the caller's values.
+        #only
+    )
+}
+
+/// `E` in a return type written `Result<T, E>` (`std::result::Result<T, E>`, or an alias
+/// named `Result` with both parameters). Any other form names its error type through
+/// `ReturnsResult`.
+fn written_error_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
         return None;
     };
-    let syn::PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
         return None;
-    };
-    match args
-        .args
-        .iter()
-        .filter(|a| matches!(a, syn::GenericArgument::Type(_)))
-        .nth(1)?
-    {
-        syn::GenericArgument::Type(e) => Some(e.span()),
-        _ => None,
     }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args
+        .iter()
+        .filter_map(|a| match a {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        })
+        .nth(1)
 }
 
 /// Whether `impl Trait` appears anywhere in `ty` (it cannot be named in a function body).
-fn mentions_impl_trait(ty: &syn::Type) -> bool {
+fn mentions_impl_trait(ty: &Type) -> bool {
     fn walk(tokens: TokenStream) -> bool {
         tokens.into_iter().any(|token| match token {
             proc_macro2::TokenTree::Ident(ident) => ident == "impl",

@@ -1,15 +1,20 @@
-//! The `#[retry_with_backoff]` attribute of [`resilience`](https://docs.rs/resilience).
-//! Use it through the `resilience` crate, whose documentation shows it at work; the expansion
-//! names only `::resilience::__private` items.
+//! The `#[retry_with_backoff]` attribute and `#[derive(Classify)]` of
+//! [`resilience`](https://docs.rs/resilience). Use them through the `resilience` crate, whose
+//! documentation shows them at work; the expansions name only `resilience` items.
 //!
-//! `args` validates the arguments, `signature` reads the function, `expand` writes the loop;
-//! `derive` writes `#[derive(Classify)]`; `errors` collects what is wrong, all at once.
+//! `args` validates the arguments, `item` reads the function, `checks` refuses what cannot
+//! be retried, `bindings` and `receiver` say how each parameter reaches every attempt,
+//! `expand` writes the retried function; `derive` writes `#[derive(Classify)]`; `errors`
+//! collects what is wrong, all at once.
 
 mod args;
+mod bindings;
+mod checks;
 mod derive;
 mod errors;
 mod expand;
-mod signature;
+mod item;
+mod receiver;
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -17,12 +22,13 @@ use quote::quote;
 /// Retries the function with exponential backoff and jitter when it fails with a retryable
 /// error, and returns a `MediaProcessingError` (through `From`) once the attempts are spent.
 ///
-/// Arguments, all optional: `max_retries = 5` (total attempts), `base_delay = 1.0`,
-/// `max_delay = 30.0`, `jitter = 1.0`, `timeout = <seconds>` (the whole call),
-/// `max_hint = 120.0` (the longest server-requested wait honoured), and
-/// `retry_if = <path or closure>` (a predicate over `&E` that answers first). Mark a by-value
-/// parameter `#[no_clone]` when the body only borrows it and its type is not `Clone`.
-/// An `async fn` needs the `tokio` feature of `resilience` (on by default).
+/// Arguments, all optional: `max_retries` (total attempts), `base_delay`, `max_delay`,
+/// `jitter`, `timeout` (the whole call) and `max_hint` (the longest server-requested wait
+/// honoured), as literals or constants; or `policy = <&RetryPolicy>` built at run time;
+/// `retry_if = <path or closure>` (a predicate over `&E` that answers first); and
+/// `crate = <path>` when `resilience` is reached by another path. Mark a by-value parameter
+/// `#[no_clone]` when the body only borrows it. An `async fn` needs the `tokio` feature of
+/// `resilience` (on by default).
 ///
 /// See the `resilience` crate for examples.
 #[proc_macro_attribute]
@@ -30,14 +36,14 @@ pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = errors::Errors::default();
     let settings = args::parse(args.into(), &mut errors);
     let item_tokens = proc_macro2::TokenStream::from(item.clone());
-    let function = match syn::parse::<signature::RetryFn>(item) {
+    let function = match syn::parse::<item::RetryFn>(item) {
         Ok(function) => function,
         Err(error) => {
             errors.push(error);
             return with_errors(errors, item_tokens);
         }
     };
-    signature::check(&function, &mut errors);
+    checks::check(&function, &mut errors);
     match (errors.finish(()), settings) {
         (Ok(()), Some(settings)) => expand::expand(function, settings).into(),
         // `args::parse` returns `None` only after recording an error, so this arm reports it.

@@ -1,17 +1,19 @@
-//! The state machine a retry loop drives: which attempt this is, and what to do after a
-//! failure (wait and retry, return the error unchanged, or give up).
+//! The state machine a retry loop drives after a failed attempt: which attempt this is, and
+//! what to do next (wait and retry, return the error unchanged, or give up).
 //!
-//! Both the `#[retry_with_backoff]` expansion and the closure API ([`retry`](crate::retry))
-//! call into it, so
-//! every decision lives here once. The success path is one comparison: the first attempt
-//! reads no clock (unless `timeout` is set), allocates nothing and emits no event.
+//! The `#[retry_with_backoff]` expansion and the closure API both run the first attempt
+//! themselves and build an `Attempts` only when it fails, so a call that succeeds at once
+//! never gets here: no state, no clock read (unless `timeout` is set), no event. Every
+//! decision after a failure lives here once.
 
+use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
 use crate::backoff::next_delay;
 use crate::classify::Classified;
+use crate::classify::chain::redacted;
 use crate::error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
-use crate::log;
+use crate::log::{Event, Site};
 use crate::policy::RetryPolicy;
 
 /// What the loop does after a failed attempt.
@@ -26,16 +28,113 @@ pub enum Next {
     GiveUp(GiveUpReason),
 }
 
+/// How a retried call ends when it does not succeed.
+#[derive(Debug)]
+#[must_use]
+pub enum Ending<E> {
+    /// The error was not worth another attempt: return it unchanged.
+    NotRetryable(E),
+    /// The attempts or the timeout were spent.
+    GaveUp(MediaProcessingError),
+}
+
+/// An error's text, formatted (and redacted) only when something shows it.
+pub(crate) struct Shown<'a>(pub(crate) &'a dyn Fn() -> String);
+
+impl Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redacted((self.0)()))
+    }
+}
+
 /// The `timeout` ran out while an attempt was still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeadlinePassed;
 
-/// Where one retried call stands: the attempt in progress and the deadline, if any.
+/// The retries of a blocking call whose first attempt failed with `first`: waits on the
+/// current thread's sleeper, runs `attempt` with `fresh` copies of `args`, and the last
+/// attempt with `args` themselves. Out of line and cold, so that the caller's success path
+/// is the plain call.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // each is one thing the loop needs; a struct would only name them again
+pub fn retry_blocking<A, T, E>(
+    policy: &RetryPolicy,
+    site: Site,
+    started: Option<Instant>,
+    first: E,
+    args: A,
+    mut attempt: impl FnMut(A) -> Result<T, E>,
+    fresh: impl Fn(&A) -> A,
+    read: impl Fn(&E) -> Classified,
+    text: impl Fn(&E) -> String,
+    keep: impl Fn(E) -> Option<BoxError>,
+) -> Result<T, Ending<E>> {
+    use crate::sleep::{now_current, sleep_current};
+
+    let mut attempts = Attempts::after_first(policy, site, started);
+    let mut error = first;
+    loop {
+        let wait = attempts.after_error(error, &read, &text, &keep, now_current)?;
+        sleep_current(wait);
+        if attempts.is_last() {
+            return match attempt(args) {
+                Ok(value) => {
+                    attempts.succeeded();
+                    Ok(value)
+                }
+                Err(error) => Err(attempts.after_last_error(error, &read, &text, &keep)),
+            };
+        }
+        error = match attempt(fresh(&args)) {
+            Ok(value) => {
+                attempts.succeeded();
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+    }
+}
+
+/// The ending of a call whose only attempt (`max_retries = 1`) failed with `error`.
+#[cold]
+#[inline(never)]
+pub fn only_attempt_failed<E>(
+    policy: &RetryPolicy,
+    site: Site,
+    started: Option<Instant>,
+    error: E,
+    read: impl FnOnce(&E) -> Classified,
+    text: impl Fn(&E) -> String,
+    keep: impl FnOnce(E) -> Option<BoxError>,
+) -> Ending<E> {
+    Attempts::after_first(policy, site, started).after_last_error(error, read, text, keep)
+}
+
+/// When a call started, read only when the policy has a `timeout`: the one clock read a
+/// successful call with a timeout makes.
+#[inline(always)]
+pub fn started(policy: &RetryPolicy, now: impl FnOnce() -> Instant) -> Option<Instant> {
+    policy.timeout().map(|_| now())
+}
+
+/// When a call that `started` must be over, if the policy has a `timeout`.
+#[inline(always)]
+pub fn deadline(policy: &RetryPolicy, started: Option<Instant>) -> Option<Instant> {
+    match (started, policy.timeout()) {
+        (Some(started), Some(timeout)) => started.checked_add(timeout),
+        _ => None,
+    }
+}
+
+/// Where one retried call stands after a failure: the attempt, the deadline, the server's
+/// last hint.
 #[derive(Debug, Clone)]
 pub struct Attempts {
-    /// A copy: the attribute's policy is a constant, the closure API's may be a local.
+    /// A copy: made once, after the first failure, so the closure API's future need not
+    /// borrow the policy.
     policy: RetryPolicy,
-    function: &'static str,
+    site: Site,
     attempt: u32,
     deadline: Option<Instant>,
     /// The server's hint in the last failure, kept for the give-up error.
@@ -43,27 +142,20 @@ pub struct Attempts {
 }
 
 impl Attempts {
-    /// Starts a call at attempt 1. `now` is read only when the policy has a `timeout`.
-    #[inline]
-    pub fn start(
-        policy: &RetryPolicy,
-        function: &'static str,
-        now: impl FnOnce() -> Instant,
-    ) -> Self {
-        let deadline = match policy.timeout() {
-            Some(timeout) => now().checked_add(timeout),
-            None => None,
-        };
+    /// The state after the first attempt of a call that [`started`] then, which failed.
+    #[cold]
+    #[inline(never)]
+    pub fn after_first(policy: &RetryPolicy, site: Site, started: Option<Instant>) -> Self {
         Self {
             policy: *policy,
-            function,
+            site,
             attempt: 1,
-            deadline,
+            deadline: deadline(policy, started),
             retry_after: None,
         }
     }
 
-    /// The number of the attempt in progress, from 1.
+    /// The number of the attempt that failed, or that is about to run after a wait.
     #[inline]
     pub fn attempt(&self) -> u32 {
         self.attempt
@@ -75,36 +167,45 @@ impl Attempts {
         self.deadline
     }
 
-    /// The attempt in progress succeeded; logs `Success on attempt {n}` after a retry.
+    /// Whether the attempt about to run is the last one allowed: it may take the caller's
+    /// by-value arguments rather than copies.
     #[inline]
-    pub fn succeeded(&self) {
-        if self.attempt > 1 {
-            log::succeeded_after_retry(self.function, self.attempt, self.policy.max_retries());
-        }
+    pub fn is_last(&self) -> bool {
+        self.attempt >= self.policy.max_retries()
     }
 
-    /// Decides what follows a failed attempt and logs the decision. `error` is the error's
-    /// text with its causes, already redacted.
+    /// An attempt after a retry succeeded: logs `Success on attempt {n}`.
+    #[cold]
+    #[inline(never)]
+    pub fn succeeded(&self) {
+        self.site.emit(Event::Succeeded {
+            attempt: self.attempt,
+            max_retries: self.policy.max_retries(),
+        });
+    }
+
+    /// Decides what follows a failed attempt and logs the decision. `error` shows the
+    /// error's text with its causes, redacted; it is formatted only for an event that a
+    /// subscriber records.
     ///
     /// The wait is the backoff delay, or the server's hint when that is longer; a hint above
-    /// `max_hint` gives up at once. `now` is read only when the policy has a
-    /// `timeout`: no wait starts that would end past the deadline.
+    /// `max_hint` gives up at once. `now` is read only when the policy has a `timeout`: no
+    /// wait starts that would end past the deadline.
     pub fn after_failure(
         &mut self,
         classified: Classified,
-        error: &str,
+        error: &dyn Display,
         now: impl FnOnce() -> Instant,
     ) -> Next {
         let max_retries = self.policy.max_retries();
         self.retry_after = classified.retry_after;
         if !classified.is_retryable() {
-            log::not_retryable(
-                self.function,
-                self.attempt,
+            self.site.emit(Event::NotRetryable {
+                attempt: self.attempt,
                 max_retries,
                 error,
-                classified.rule,
-            );
+                rule: classified.rule,
+            });
             return Next::Return;
         }
         if self.attempt >= max_retries {
@@ -128,19 +229,67 @@ impl Attempts {
                 return self.stop(error, GiveUpReason::WaitPastDeadline { wait, timeout });
             }
         }
-        log::retrying(self.function, self.attempt, max_retries, error, wait);
+        self.site.emit(Event::Retrying {
+            attempt: self.attempt,
+            max_retries,
+            error,
+            delay: wait,
+        });
         self.attempt += 1;
         Next::Retry(wait)
     }
 
-    fn stop(&self, error: &str, reason: GiveUpReason) -> Next {
-        log::gave_up(
-            self.function,
-            self.attempt,
-            self.policy.max_retries(),
+    /// [`after_failure`](Self::after_failure) for an error the caller can `read` (the rules'
+    /// answer), show (`text`: as the rules read it, redacted here before it is shown) and
+    /// `keep` (boxed for the give-up error, when its type allows): the wait before the next
+    /// attempt, or how the call ends. Nothing is formatted unless an event is recorded or the
+    /// call gives up. The error is dropped before the wait.
+    pub fn after_error<E>(
+        &mut self,
+        error: E,
+        read: impl FnOnce(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Duration, Ending<E>> {
+        let classified = read(&error);
+        let shown = Shown(&|| text(&error));
+        match self.after_failure(classified, &shown, now) {
+            Next::Retry(wait) => Ok(wait),
+            Next::Return => Err(Ending::NotRetryable(error)),
+            Next::GiveUp(reason) => {
+                let message = redacted(text(&error));
+                Err(Ending::GaveUp(self.give_up(reason, message, keep(error))))
+            }
+        }
+    }
+
+    /// [`after_error`](Self::after_error) for the last attempt allowed: no wait follows it.
+    pub fn after_last_error<E>(
+        &mut self,
+        error: E,
+        read: impl FnOnce(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+    ) -> Ending<E> {
+        // At the last attempt `after_failure` returns or gives up before it reads a clock.
+        match self.after_error(error, read, text, keep, Instant::now) {
+            Err(ending) => ending,
+            // Not reached (no retry follows the last attempt); stopping is the safe answer.
+            Ok(_) => {
+                let reason = GiveUpReason::AttemptsExhausted;
+                Ending::GaveUp(self.give_up(reason, String::new(), None))
+            }
+        }
+    }
+
+    fn stop(&self, error: &dyn Display, reason: GiveUpReason) -> Next {
+        self.site.emit(Event::GaveUp {
+            attempt: self.attempt,
+            max_retries: self.policy.max_retries(),
             error,
             reason,
-        );
+        });
         Next::GiveUp(reason)
     }
 
@@ -159,6 +308,7 @@ impl Attempts {
 
     /// The error to return when the `timeout` ran out during an attempt; logs the give-up.
     #[cold]
+    #[inline(never)]
     pub fn deadline_passed(&self, _: DeadlinePassed) -> MediaProcessingError {
         // Only reachable with a timeout set; the fallback keeps this total without a panic.
         let timeout = self.policy.timeout().unwrap_or_default();
@@ -175,6 +325,8 @@ impl Attempts {
 mod tests {
     use super::*;
     use crate::classify::{Rule, Verdict};
+
+    const SITE: Site = Site::closure("f");
 
     const RETRYABLE: Classified = Classified {
         verdict: Verdict::Retryable,
@@ -198,20 +350,20 @@ mod tests {
     #[test]
     fn retries_until_the_last_attempt_then_gives_up() {
         let p = policy(3);
-        let mut a = Attempts::start(&p, "f", || unreachable!("no timeout, no clock"));
+        let mut a = Attempts::after_first(&p, SITE, None);
         assert_eq!(a.attempt(), 1);
         let now = || -> Instant { unreachable!("no timeout, no clock") };
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", now),
+            a.after_failure(RETRYABLE, &"503", now),
             Next::Retry(Duration::from_millis(200))
         );
         assert_eq!(a.attempt(), 2);
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", now),
+            a.after_failure(RETRYABLE, &"503", now),
             Next::Retry(Duration::from_millis(400))
         );
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", now),
+            a.after_failure(RETRYABLE, &"503", now),
             Next::GiveUp(GiveUpReason::AttemptsExhausted)
         );
         assert_eq!(a.attempt(), 3);
@@ -222,9 +374,9 @@ mod tests {
     #[test]
     fn a_non_retryable_error_returns_at_once() {
         let p = policy(5);
-        let mut a = Attempts::start(&p, "f", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         assert_eq!(
-            a.after_failure(Classified::NOT_RETRYABLE, "400", Instant::now),
+            a.after_failure(Classified::NOT_RETRYABLE, &"400", Instant::now),
             Next::Return
         );
         assert_eq!(a.attempt(), 1);
@@ -233,9 +385,9 @@ mod tests {
     #[test]
     fn one_attempt_gives_up_on_the_first_retryable_error() {
         let p = policy(1);
-        let mut a = Attempts::start(&p, "f", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", Instant::now),
+            a.after_failure(RETRYABLE, &"503", Instant::now),
             Next::GiveUp(GiveUpReason::AttemptsExhausted)
         );
     }
@@ -249,16 +401,16 @@ mod tests {
             .build()
             .unwrap();
         let t0 = Instant::now();
-        let mut a = Attempts::start(&p, "f", || t0);
+        let mut a = Attempts::after_first(&p, SITE, Some(t0));
         assert_eq!(a.deadline(), Some(t0 + Duration::from_secs(5)));
         // 2 s wait from t0 + 1 s ends at 3 s: in time.
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", || t0 + Duration::from_secs(1)),
+            a.after_failure(RETRYABLE, &"503", || t0 + Duration::from_secs(1)),
             Next::Retry(Duration::from_secs(2))
         );
         // 4 s wait from t0 + 3.5 s would end at 7.5 s: give up now.
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", || t0 + Duration::from_millis(3500)),
+            a.after_failure(RETRYABLE, &"503", || t0 + Duration::from_millis(3500)),
             Next::GiveUp(GiveUpReason::WaitPastDeadline {
                 wait: Duration::from_secs(4),
                 timeout: Duration::from_secs(5)
@@ -272,7 +424,7 @@ mod tests {
             .timeout(Duration::from_millis(1500))
             .build()
             .unwrap();
-        let a = Attempts::start(&p, "f", Instant::now);
+        let a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         let e = a.deadline_passed(DeadlinePassed);
         assert_eq!(
             e.to_string(),
@@ -284,17 +436,17 @@ mod tests {
     #[test]
     fn the_wait_is_the_longer_of_backoff_and_hint() {
         let p = policy(5);
-        let mut a = Attempts::start(&p, "f", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         assert_eq!(
-            a.after_failure(hinted(53), "429", Instant::now),
+            a.after_failure(hinted(53), &"429", Instant::now),
             Next::Retry(Duration::from_secs(53))
         );
         // A hint shorter than the backoff does not shorten it.
-        let mut a = Attempts::start(&p, "f", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         assert_eq!(
             a.after_failure(
                 RETRYABLE.with_retry_after(Some(Duration::ZERO)),
-                "429",
+                &"429",
                 Instant::now
             ),
             Next::Retry(Duration::from_millis(200))
@@ -307,8 +459,8 @@ mod tests {
             .max_hint(Duration::from_secs(60))
             .build()
             .unwrap();
-        let mut a = Attempts::start(&p, "f", Instant::now);
-        let next = a.after_failure(hinted(61), "429", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
+        let next = a.after_failure(hinted(61), &"429", Instant::now);
         let reason = GiveUpReason::HintAboveCap {
             retry_after: Duration::from_secs(61),
             max_hint: Duration::from_secs(60),
@@ -326,9 +478,9 @@ mod tests {
             .build()
             .unwrap();
         let t0 = Instant::now();
-        let mut a = Attempts::start(&p, "f", || t0);
+        let mut a = Attempts::after_first(&p, SITE, Some(t0));
         assert_eq!(
-            a.after_failure(hinted(40), "429", || t0),
+            a.after_failure(hinted(40), &"429", || t0),
             Next::GiveUp(GiveUpReason::WaitPastDeadline {
                 wait: Duration::from_secs(40),
                 timeout: Duration::from_secs(30)
@@ -350,12 +502,12 @@ mod tests {
             .timeout(Duration::MAX)
             .build()
             .unwrap();
-        let mut a = Attempts::start(&p, "f", Instant::now);
+        let mut a = Attempts::after_first(&p, SITE, started(&p, Instant::now));
         // The deadline is not representable (`Instant + Duration::MAX`), so there is none: the
         // saturated wait is taken, and nothing overflows.
         assert_eq!(a.deadline(), None);
         assert_eq!(
-            a.after_failure(RETRYABLE, "503", Instant::now),
+            a.after_failure(RETRYABLE, &"503", Instant::now),
             Next::Retry(Duration::MAX)
         );
     }

@@ -35,6 +35,10 @@ pub fn delay_before<R: Rng + ?Sized>(policy: &RetryPolicy, attempt: u32, rng: &m
 
 thread_local! {
     static SEEDED: RefCell<Option<SmallRng>> = const { RefCell::new(None) };
+    /// This thread's generator for jitter: a small, fast one (jitter needs spread, not
+    /// secrecy), seeded from the standard library's per-process random keys, so no
+    /// cryptographic generator is compiled in and drawing allocates nothing.
+    static JITTER: RefCell<Option<SmallRng>> = const { RefCell::new(None) };
 }
 
 /// The wait a retry loop uses after failed attempt `attempt`: [`delay_before`] with jitter
@@ -42,8 +46,19 @@ thread_local! {
 pub fn next_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
     SEEDED.with(|seeded| match &mut *seeded.borrow_mut() {
         Some(rng) => delay_before(policy, attempt, rng),
-        None => delay_before(policy, attempt, &mut rand::rng()),
+        None => JITTER.with(|jitter| {
+            let mut jitter = jitter.borrow_mut();
+            let rng = jitter.get_or_insert_with(|| SmallRng::seed_from_u64(random_seed()));
+            delay_before(policy, attempt, rng)
+        }),
     })
+}
+
+/// A seed that differs between threads and processes: `RandomState` draws its keys from the
+/// operating system once per thread and changes them with every call.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one(0u64)
 }
 
 /// Runs `f` with every jitter on this thread drawn from a generator seeded with `seed`, so a
@@ -186,6 +201,15 @@ mod tests {
             delay_before(&policy, 33, &mut rng),
             Duration::from_nanos(1 << 33)
         );
+    }
+
+    #[test]
+    fn threads_draw_different_jitter() {
+        let policy = RetryPolicy::default();
+        let draw = move || (1..6).map(|n| next_delay(&policy, n)).collect::<Vec<_>>();
+        let here = draw();
+        let there = std::thread::spawn(draw).join().unwrap_or_default();
+        assert_ne!(here, there, "two threads drew the same five waits");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use crate::classify::chain::{links, text_with_causes};
+use crate::classify::chain::{display, links, text_with_causes};
 use crate::redact::redact;
 
 /// A boxed error that may cross threads: the form in which the last error is kept.
@@ -243,12 +243,15 @@ impl RedactedCause {
     fn of(error: &(dyn Error + 'static)) -> Self {
         let mut causes: Vec<RedactedCause> = Vec::new();
         for link in links(error) {
-            let text = shortened(redact(&link.to_string()).into_owned());
+            let text = shortened(redact(&display(link)).into_owned());
             // An `io::Error` and the error inside it say the same: show it once.
             if causes.last().is_some_and(|previous| previous.text == text) {
                 continue;
             }
-            let debug = shortened(redact(&format!("{link:?}")).into_owned());
+            // Written, not `format!`ed: a `Debug` that fails must not panic here.
+            let mut debug = String::new();
+            let _ = fmt::Write::write_fmt(&mut debug, format_args!("{link:?}"));
+            let debug = shortened(redact(&debug).into_owned());
             causes.push(RedactedCause {
                 text,
                 debug,

@@ -20,6 +20,7 @@ pub mod http;
 pub mod log;
 pub mod policy;
 pub mod redact;
+pub mod requirements;
 pub mod retry;
 mod scan;
 pub mod sleep;

@@ -1,4 +1,5 @@
-//! The settings of one retried call: how many attempts, how long to wait, when to stop.
+//! The settings of one retried call: how many attempts, how long to wait, when to stop. The
+//! defaults are written here once; the attribute builds its policy from them.
 
 use std::time::Duration;
 
@@ -60,33 +61,6 @@ impl RetryPolicy {
     pub const fn builder() -> PolicyBuilder {
         PolicyBuilder {
             policy: Self::new(),
-        }
-    }
-
-    /// Builds a policy from values the attribute has already validated at compile time.
-    ///
-    /// Not public API: the checks live in the macro, which reports them on the user's tokens.
-    /// `timeout_nanos == 0` means no timeout.
-    #[doc(hidden)]
-    pub const fn __from_validated(
-        max_retries: u32,
-        base_delay_nanos: u64,
-        max_delay_nanos: u64,
-        jitter_nanos: u64,
-        timeout_nanos: u64,
-        max_hint_nanos: u64,
-    ) -> Self {
-        Self {
-            max_retries,
-            base_delay: Duration::from_nanos(base_delay_nanos),
-            max_delay: Duration::from_nanos(max_delay_nanos),
-            jitter: Duration::from_nanos(jitter_nanos),
-            timeout: if timeout_nanos == 0 {
-                None
-            } else {
-                Some(Duration::from_nanos(timeout_nanos))
-            },
-            max_hint: Duration::from_nanos(max_hint_nanos),
         }
     }
 
@@ -193,6 +167,22 @@ impl PolicyBuilder {
     }
 }
 
+impl InvalidPolicy {
+    /// What is wrong, without the values: the text a constant argument of the attribute
+    /// fails the build with (const evaluation cannot format).
+    pub const fn message(&self) -> &'static str {
+        match self {
+            InvalidPolicy::NoAttempts => {
+                "`max_retries` must be at least 1: it counts all attempts, the first included"
+            }
+            InvalidPolicy::BaseAboveMax { .. } => {
+                "`base_delay` must not be above `max_delay` (30 s unless you set it)"
+            }
+            InvalidPolicy::ZeroTimeout => "`timeout` must be above zero",
+        }
+    }
+}
+
 /// Why [`PolicyBuilder::build`] refused its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidPolicy {
@@ -251,14 +241,5 @@ mod tests {
             RetryPolicy::builder().timeout(Duration::ZERO).build(),
             Err(InvalidPolicy::ZeroTimeout)
         );
-    }
-
-    #[test]
-    fn macro_constructor_maps_zero_timeout_to_none() {
-        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 0, 5);
-        assert_eq!(p.timeout(), None);
-        assert_eq!(p.max_hint(), Duration::from_nanos(5));
-        let p = RetryPolicy::__from_validated(3, 10, 20, 0, 7, 5);
-        assert_eq!(p.timeout(), Some(Duration::from_nanos(7)));
     }
 }

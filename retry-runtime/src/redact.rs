@@ -618,25 +618,26 @@ fn xml_elements(found: &mut Found<'_>) {
     {
         let open = from + offset;
         from = open + 1;
+        // `<Name>` exactly: no attributes, so that only an element is read as one.
         let name_end = skip(bytes, from, |b| is_name_byte(b) || b == b':');
-        if name_end == from {
+        let Some(name) = bytes.get(from..name_end).filter(|name| !name.is_empty()) else {
+            continue;
+        };
+        if byte(bytes, name_end) != Some(b'>') || secret_name(name).is_none() {
             continue;
         }
-        // Attributes may follow the name; the tag ends at `>` (a self-closing `/>` has no value).
-        let tag_end = skip(bytes, name_end, |b| !matches!(b, b'>' | b'<' | b'\n'));
-        if byte(bytes, tag_end) != Some(b'>') || byte(bytes, tag_end.wrapping_sub(1)) == Some(b'/')
-        {
-            continue;
+        let value = name_end + 1;
+        let value_end = skip(bytes, value, |b| b != b'<');
+        // ... and its own closing tag right after the value.
+        let closes = bytes.get(value_end..).is_some_and(|rest| {
+            rest.starts_with(b"</")
+                && rest.get(2..2 + name.len()) == Some(name)
+                && rest.get(2 + name.len()) == Some(&b'>')
+        });
+        if closes && !starts_with(bytes, value, REDACTED) {
+            found.add(value, value_end);
         }
-        if bytes.get(from..name_end).and_then(secret_name).is_none() {
-            continue;
-        }
-        let value = tag_end + 1;
-        if starts_with(bytes, value, REDACTED) {
-            continue;
-        }
-        found.add(value, skip(bytes, value, |b| b != b'<'));
-        from = value;
+        from = value_end;
     }
 }
 

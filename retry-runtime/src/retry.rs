@@ -11,13 +11,14 @@ use std::error::Error;
 use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
-use crate::__private::IntoVerdict;
-use crate::attempts::{Attempts, Next};
+use crate::attempts::{Attempts, Next, Shown, started};
 use crate::classify::chain::{redacted, text_of};
-use crate::classify::order::{Seen, decide};
+use crate::classify::order::{Seen, decide_lazily};
 use crate::classify::{Classified, Classify, Rule};
 use crate::error::{BoxError, MediaProcessingError};
+use crate::log::Site;
 use crate::policy::RetryPolicy;
+use crate::requirements::PredicateAnswer as IntoVerdict;
 use crate::sleep::{now_current, sleep_current};
 
 /// How a retried closure failed: the error came back at once, or the attempts were spent.
@@ -187,20 +188,22 @@ impl<W, N> Settings<W, N> {
         N: Notify<E>,
     {
         let seen = Seen::classify(&error, None);
-        let text = text_of(&error, seen.chain);
-        let classified = self.when.decide(&error, || decide(seen, &text));
-        let text = redacted(text);
-        match attempts.after_failure(classified, &text, now) {
+        let text = || text_of(&error, seen.chain);
+        let classified = self.when.decide(&error, || decide_lazily(seen, text));
+        match attempts.after_failure(classified, &Shown(&text), now) {
             Next::Retry(wait) => {
                 self.notify.notify(&error, wait);
                 Ok(wait)
             }
             Next::Return => Err(RetryError::NotRetryable(error)),
-            Next::GiveUp(reason) => Err(RetryError::GaveUp(attempts.give_up(
-                reason,
-                text,
-                Some(keep(error)),
-            ))),
+            Next::GiveUp(reason) => {
+                let message = redacted(text());
+                Err(RetryError::GaveUp(attempts.give_up(
+                    reason,
+                    message,
+                    Some(keep(error)),
+                )))
+            }
         }
     }
 }
@@ -300,20 +303,27 @@ impl<F, W, N> BlockingRetry<F, W, N> {
         W: Decide<E>,
         N: Notify<E>,
     {
-        let mut attempts = Attempts::start(&self.settings.policy, self.settings.name, now_current);
+        let policy = self.settings.policy;
+        let started = started(&policy, now_current);
+        // The first attempt, alone: a call that succeeds at once builds no retry state.
+        let mut error = match (self.op)() {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let site = Site::closure(self.settings.name);
+        let mut attempts = Attempts::after_first(&policy, site, started);
         loop {
-            match (self.op)() {
+            let wait = self
+                .settings
+                .after_failure(&mut attempts, error, now_current)?;
+            sleep_current(wait);
+            error = match (self.op)() {
                 Ok(value) => {
                     attempts.succeeded();
                     return Ok(value);
                 }
-                Err(error) => {
-                    let wait = self
-                        .settings
-                        .after_failure(&mut attempts, error, now_current)?;
-                    sleep_current(wait);
-                }
-            }
+                Err(error) => error,
+            };
         }
     }
 }
@@ -333,11 +343,12 @@ mod with_tokio {
     use std::time::Duration;
 
     use super::{BuiltinRules, Decide, Notify, OnRetry, RetryError, Settings, Silent, When};
-    use crate::__private::IntoVerdict;
-    use crate::attempts::{Attempts, DeadlinePassed};
+    use crate::attempts::{Attempts, DeadlinePassed, deadline, started};
     use crate::classify::Classify;
     use crate::error::BoxError;
+    use crate::log::Site;
     use crate::policy::RetryPolicy;
+    use crate::requirements::PredicateAnswer as IntoVerdict;
     use crate::sleep::now_async;
 
     /// `.retry(&policy)` on a closure that returns a future: the async form. The result is a
@@ -378,6 +389,7 @@ mod with_tokio {
             Retrying {
                 op: self,
                 settings: Settings::new(policy),
+                started: None,
                 attempts: None,
                 state: State::Idle,
             }
@@ -391,7 +403,10 @@ mod with_tokio {
         pub struct Retrying<F, Fut, W = BuiltinRules, N = Silent> {
             op: F,
             settings: Settings<W, N>,
-            // Started at the first poll: the `timeout` runs from when the call starts.
+            // When the call started (`Some(None)` without a timeout), read at the first poll:
+            // the `timeout` runs from when the call starts.
+            started: Option<Option<std::time::Instant>>,
+            // Built after the first failure only.
             attempts: Option<Attempts>,
             #[pin]
             state: State<Fut>,
@@ -429,6 +444,7 @@ mod with_tokio {
             Retrying {
                 op: self.op,
                 settings: self.settings.when(predicate),
+                started: self.started,
                 attempts: self.attempts,
                 state: self.state,
             }
@@ -444,6 +460,7 @@ mod with_tokio {
             Retrying {
                 op: self.op,
                 settings: self.settings.notify(hook),
+                started: self.started,
                 attempts: self.attempts,
                 state: self.state,
             }
@@ -463,13 +480,18 @@ mod with_tokio {
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let mut this = self.project();
             loop {
-                let attempts = this.attempts.get_or_insert_with(|| {
-                    Attempts::start(&this.settings.policy, this.settings.name, now_async)
-                });
+                let policy = &this.settings.policy;
+                let started = *this
+                    .started
+                    .get_or_insert_with(|| started(policy, now_async));
                 let outcome = match this.state.as_mut().project() {
                     StateProj::Idle => {
                         let attempt = (this.op)();
-                        this.state.set(match attempts.deadline() {
+                        let deadline = match this.attempts {
+                            Some(attempts) => attempts.deadline(),
+                            None => deadline(policy, started),
+                        };
+                        this.state.set(match deadline {
                             None => State::Running { attempt },
                             Some(deadline) => State::Bounded {
                                 attempt: tokio::time::timeout_at(
@@ -485,6 +507,10 @@ mod with_tokio {
                         Ok(outcome) => outcome,
                         Err(_elapsed) => {
                             this.state.set(State::Done);
+                            let site = Site::closure(this.settings.name);
+                            let attempts = this.attempts.get_or_insert_with(|| {
+                                Attempts::after_first(policy, site, started)
+                            });
                             let give_up = attempts.deadline_passed(DeadlinePassed);
                             return Poll::Ready(Err(RetryError::GaveUp(give_up)));
                         }
@@ -498,13 +524,20 @@ mod with_tokio {
                 };
                 let next = match outcome {
                     Ok(value) => {
-                        attempts.succeeded();
+                        if let Some(attempts) = this.attempts {
+                            attempts.succeeded();
+                        }
                         Err(Ok(value))
                     }
-                    Err(error) => this
-                        .settings
-                        .after_failure(attempts, error, now_async)
-                        .map_err(Err),
+                    Err(error) => {
+                        let site = Site::closure(this.settings.name);
+                        let attempts = this
+                            .attempts
+                            .get_or_insert_with(|| Attempts::after_first(policy, site, started));
+                        this.settings
+                            .after_failure(attempts, error, now_async)
+                            .map_err(Err)
+                    }
                 };
                 match next {
                     Ok(wait) => this.state.set(State::Sleeping {

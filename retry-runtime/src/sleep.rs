@@ -97,6 +97,9 @@ impl Sleeper for VirtualClock {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<dyn Sleeper>>> = const { RefCell::new(None) };
+    /// Whether `CURRENT` holds a sleeper: one flag to read on the way to the real clock, the
+    /// one read a call with a `timeout` makes before its first attempt.
+    static OVERRIDDEN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` with `sleeper` as the current thread's sleeper and clock for sync retries, then
@@ -106,10 +109,12 @@ pub fn with_sleeper<R>(sleeper: Rc<dyn Sleeper>, f: impl FnOnce() -> R) -> R {
     impl Drop for Restore {
         fn drop(&mut self) {
             let previous = self.0.take();
+            OVERRIDDEN.with(|overridden| overridden.set(previous.is_some()));
             CURRENT.with(|current| *current.borrow_mut() = previous);
         }
     }
     let previous = CURRENT.with(|current| current.borrow_mut().replace(sleeper));
+    OVERRIDDEN.with(|overridden| overridden.set(true));
     let _restore = Restore(previous);
     f()
 }
@@ -123,11 +128,25 @@ pub fn sleep_current(delay: Duration) {
 }
 
 /// The time on the current thread's clock: the one set by [`with_sleeper`], else the real one.
+/// A call with a `timeout` reads it before its first attempt, so it only looks at the
+/// override, without taking a reference to it.
+#[inline]
 pub fn now_current() -> Instant {
-    match current() {
+    if OVERRIDDEN.with(Cell::get) {
+        now_overridden()
+    } else {
+        Instant::now()
+    }
+}
+
+/// The override's clock, out of line: only tests reach it.
+#[cold]
+#[inline(never)]
+fn now_overridden() -> Instant {
+    CURRENT.with(|current| match &*current.borrow() {
         Some(sleeper) => sleeper.now(),
         None => Instant::now(),
-    }
+    })
 }
 
 fn current() -> Option<Rc<dyn Sleeper>> {

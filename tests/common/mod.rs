@@ -1,5 +1,6 @@
-//! Shared by the integration tests: captures the `resilience` log events of the current
-//! thread, so tests can read back the waits and the exact lines.
+//! Shared by the integration tests: captures the retry events of the current thread (whatever
+//! their target: the annotated function's module, or `resilience` for the closure API), so
+//! tests can read back the waits and the exact lines.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -29,7 +30,7 @@ pub const RESET_TWICE_THEN_SUCCESS: &[(Level, &str)] = &[
     (Level::INFO, "Success on attempt 3"),
 ];
 
-/// One event of target `resilience`.
+/// One retry event.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub level: Level,
@@ -120,7 +121,9 @@ struct Capture;
 
 impl<S: Subscriber> Layer<S> for Capture {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "resilience" {
+        // The retry events are the ones with these fields; the target is the module's.
+        let fields = event.metadata().fields();
+        if fields.field("max_retries").is_none() || fields.field("function").is_none() {
             return;
         }
         let Some(logs) = CURRENT.with(|c| c.borrow().clone()) else {
@@ -164,7 +167,7 @@ impl Drop for CaptureGuard {
     }
 }
 
-/// Captures the current thread's `resilience` events until the guard is dropped.
+/// Captures the current thread's retry events until the guard is dropped.
 pub fn capture() -> (Logs, CaptureGuard) {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {

@@ -31,7 +31,7 @@ pub(crate) fn links<'a>(
 pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
     let mut text = String::new();
     for link in links(error) {
-        let part = link.to_string();
+        let part = display(link);
         if text.is_empty() {
             text = part;
         } else if !part.is_empty() && !text.contains(part.as_str()) {
@@ -42,6 +42,57 @@ pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
     text
 }
 
+/// A `Display`'s text. Unlike `to_string`, a `Display` that returns an error does not panic:
+/// what it wrote before is kept.
+pub(crate) fn display(value: &(impl fmt::Display + ?Sized)) -> String {
+    use fmt::Write as _;
+    let mut text = String::new();
+    let _ = write!(text, "{value}");
+    text
+}
+
+/// Calls `read` with the text of `value`, formatted on the stack when it is short (most error
+/// messages are), so that reading it allocates nothing.
+pub(crate) fn with_text<R>(
+    value: &(impl fmt::Display + ?Sized),
+    read: impl FnOnce(&str) -> R,
+) -> R {
+    let mut short = ShortText {
+        bytes: [0; SHORT_TEXT],
+        len: 0,
+        overflowed: false,
+    };
+    let written = fmt::write(&mut short, format_args!("{value}")).is_ok();
+    match std::str::from_utf8(short.bytes.get(..short.len).unwrap_or_default()) {
+        Ok(text) if written && !short.overflowed => read(text),
+        _ => read(&display(value)),
+    }
+}
+
+/// How long a text [`with_text`] formats on the stack.
+const SHORT_TEXT: usize = 512;
+
+/// A text written whole `str`s at a time, so that what it holds is always valid UTF-8.
+struct ShortText {
+    bytes: [u8; SHORT_TEXT],
+    len: usize,
+    overflowed: bool,
+}
+
+impl fmt::Write for ShortText {
+    fn write_str(&mut self, part: &str) -> fmt::Result {
+        let end = self.len + part.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) if !self.overflowed => {
+                room.copy_from_slice(part.as_bytes());
+                self.len = end;
+            }
+            _ => self.overflowed = true,
+        }
+        Ok(())
+    }
+}
+
 /// An error's whole text: with its causes when it has a chain, else its `Display`. The rules
 /// read it as it is; logs and give-up errors show it [redacted](crate::redact::redact).
 pub(crate) fn text_of(
@@ -50,7 +101,7 @@ pub(crate) fn text_of(
 ) -> String {
     match chain {
         Some(chain) => text_with_causes(chain),
-        None => error.to_string(),
+        None => display(error),
     }
 }
 
@@ -95,6 +146,19 @@ mod tests {
         assert_eq!(text_with_causes(&contained), "request failed: boom");
         let empty = Link("outer", Some(Box::new(Link("", None))));
         assert_eq!(text_with_causes(&empty), "outer");
+    }
+
+    #[test]
+    fn a_text_is_read_the_same_from_the_stack_or_the_heap() {
+        for text in [
+            "",
+            "short",
+            &"é".repeat(300),
+            &"x".repeat(SHORT_TEXT),
+            &"y".repeat(SHORT_TEXT + 1),
+        ] {
+            assert_eq!(with_text(&text, str::to_owned), text);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The order of the rules (the list in [`classify`](super)), applied in one place for every
 //! path: the attribute, the closure API, `#[derive(Classify)]` and [`explain`](super::explain).
 
-use super::chain::links;
+use super::chain::{links, with_text};
 use super::inner_give_up::{is_give_up, is_give_up_text};
 use super::known_types::by_known_type;
 use super::text::{has_retryable_word, stated_status};
@@ -51,32 +51,33 @@ impl<'a> Seen<'a> {
 /// The final answer for `seen`. `text` is the error's text, read only when it has no chain
 /// (with a chain, each link's own text is read).
 pub(crate) fn decide(seen: Seen<'_>, text: &str) -> Classified {
+    decide_lazily(seen, || text.to_owned())
+}
+
+/// [`decide`], asking for the text only when the error has no chain: deciding on an error
+/// with a chain allocates nothing unless a link's text is longer than [`with_text`] holds.
+pub(crate) fn decide_lazily(seen: Seen<'_>, text: impl FnOnce() -> String) -> Classified {
     match seen.chain {
         Some(error) => decide_over_chain(error, seen.own),
-        None => decide_over_text(text, seen.own),
+        None => decide_over_text(&text(), seen.own),
     }
 }
 
+/// Each rule walks the chain again and formats the texts it reads anew: the chain is a few
+/// links, and this way nothing is collected.
 fn decide_over_chain(error: &(dyn Error + 'static), own: Option<Classified>) -> Classified {
-    // Each link's text is read by several rules; format it once (this is the failure path).
-    let links: Vec<(&(dyn Error + 'static), String)> =
-        links(error).map(|link| (link, link.to_string())).collect();
-    if links
-        .iter()
-        .any(|(link, text)| is_give_up(*link) || is_give_up_text(text))
-    {
+    let gave_up = links(error).any(|link| is_give_up(link) || with_text(link, is_give_up_text));
+    if gave_up {
         return inner_give_up();
     }
-    let words = links
-        .iter()
-        .map(|(link, text)| server_words(*link, text))
+    let words = links(error)
+        .map(server_words)
         .fold(ServerWords::default(), ServerWords::or);
     settle(words, own, || {
-        links
-            .iter()
-            .find_map(|(link, _)| Classified::by(Rule::KnownType, by_known_type(*link)))
-            .or_else(|| links.iter().find_map(|(_, text)| status_in(text)))
-            .or_else(|| links.iter().find_map(|(_, text)| keyword_in(text)))
+        links(error)
+            .find_map(|link| Classified::by(Rule::KnownType, by_known_type(link)))
+            .or_else(|| links(error).find_map(|link| with_text(link, status_in)))
+            .or_else(|| links(error).find_map(|link| with_text(link, keyword_in)))
     })
 }
 
@@ -117,10 +118,10 @@ fn inner_give_up() -> Classified {
 }
 
 /// The server's words in one link: from the fields of a typed HTTP error, else its text.
-fn server_words(link: &(dyn Error + 'static), text: &str) -> ServerWords {
+fn server_words(link: &(dyn Error + 'static)) -> ServerWords {
     match link.downcast_ref::<HttpError>() {
         Some(http) => http.server_words(),
-        None => read_text(text),
+        None => with_text(link, read_text),
     }
 }
 

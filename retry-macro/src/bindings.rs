@@ -1,0 +1,162 @@
+//! How each parameter reaches every attempt.
+//!
+//! - By value: carried into the attempt as a parameter of its closure, cloned for every attempt
+//!   but the last, which gets the caller's value itself (`mut` bindings are the attempt's own).
+//! - `&mut T`: reborrowed by each attempt, so what it changes stays changed.
+//! - `&T` and `#[no_clone]`: borrowed by every attempt.
+//!
+//! Input:  `fn upload(&self, (name, body): (String, Vec<u8>), mut n: u32, log: &mut Log)`
+//! Output: outer signature `fn upload(&self, __resilience_arg1: (String, Vec<u8>), n: u32, log: &mut Log)`;
+//!         carried `[(__resilience_arg1, (name, body)), (n, mut n)]`;
+//!         rebinds `[let __resilience_self = self; let log = &mut *log;]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, Pat, PatIdent, Signature, Type};
+
+use crate::item::is_no_clone;
+use crate::receiver::{ReceiverBinding, bind_receiver};
+
+/// One by-value argument carried into each attempt.
+pub struct Carried {
+    /// The name the function binds it to.
+    pub outer: TokenStream,
+    /// The attempt closure's pattern for it.
+    pub pattern: TokenStream,
+    /// Where a missing `Clone` is reported.
+    pub span: Span,
+}
+
+/// The parameters, as the expansion uses them.
+pub struct Bindings {
+    /// The function's signature as emitted: `#[no_clone]` removed, `mut` moved to the
+    /// attempt's binding, a destructuring pattern replaced by one name.
+    pub sig: Signature,
+    pub carried: Vec<Carried>,
+    /// Statements at the top of every attempt: reborrows, `mut` rebinds, the receiver.
+    pub rebinds: Vec<TokenStream>,
+    /// Whether the body's `self` becomes the attempt's own receiver.
+    pub rename_self: bool,
+}
+
+pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
+    let mut sig = sig.clone();
+    let mut carried = Vec::new();
+    let mut rebinds = Vec::new();
+    let mut rename_self = false;
+    for (index, arg) in sig.inputs.iter_mut().enumerate() {
+        match arg {
+            FnArg::Receiver(receiver) => {
+                let (binding, rename) = bind_receiver(receiver);
+                rename_self = rename;
+                match binding {
+                    ReceiverBinding::Rebind(rebind) => rebinds.extend(rebind),
+                    ReceiverBinding::Carried(pattern) => carried.push(Carried {
+                        // At the attribute: spanned at `self`, rustc would suggest `&self`
+                        // instead of saying the receiver must be `Clone`.
+                        outer: quote!(self),
+                        pattern,
+                        span: receiver.self_token.span,
+                    }),
+                }
+            }
+            FnArg::Typed(typed) => {
+                let no_clone = typed.attrs.iter().any(is_no_clone);
+                typed.attrs.retain(|a| !is_no_clone(a));
+                let cfgs = cfg_attrs(&typed.attrs);
+                match (&*typed.ty, no_clone) {
+                    // Borrowed through the closure's capture.
+                    (_, true) => {}
+                    (Type::Reference(reference), _) => {
+                        if let Pat::Ident(PatIdent {
+                            ident, mutability, ..
+                        }) = &mut *typed.pat
+                        {
+                            // A `mut` binding is the attempt's own: each attempt starts from
+                            // the caller's reference, whatever the last one reassigned.
+                            let mutability = mutability.take();
+                            if reference.mutability.is_some() {
+                                rebinds.push(quote_spanned!(typed.ty.span()=>
+                                    #cfgs let #mutability #ident = &mut *#ident;
+                                ));
+                            } else if mutability.is_some() {
+                                rebinds.push(quote_spanned!(typed.ty.span()=>
+                                    #cfgs let #mutability #ident = #ident;
+                                ));
+                            }
+                        }
+                    }
+                    // A parameter under `#[cfg]` may not exist: it cannot be a fixed element
+                    // of the attempt's arguments, so each attempt clones it where it stands.
+                    (ty, false) if !cfgs.is_empty() => {
+                        let span = ty.span();
+                        if let Pat::Ident(PatIdent {
+                            ident, mutability, ..
+                        }) = &mut *typed.pat
+                        {
+                            let mutability = mutability.take();
+                            rebinds.push(quote_spanned!(span=>
+                                #cfgs let #mutability #ident =
+                                    #krate::requirements::ClonedPerAttempt::fresh(&#ident);
+                            ));
+                        }
+                    }
+                    (ty, false) => {
+                        let span = ty.span();
+                        let (outer, pattern) = carried_pattern(&mut typed.pat, index);
+                        carried.push(Carried {
+                            outer: quote!(#outer),
+                            pattern,
+                            span,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Bindings {
+        sig,
+        carried,
+        rebinds,
+        rename_self,
+    }
+}
+
+/// The outer name and the attempt's pattern of a by-value parameter: `mut x` becomes `x`
+/// outside and `mut x` in the attempt; a destructuring pattern moves into the attempt whole,
+/// and the function binds the argument to a generated name.
+fn carried_pattern(pat: &mut Pat, index: usize) -> (Ident, TokenStream) {
+    if let Pat::Ident(PatIdent {
+        by_ref: None,
+        subpat: None,
+        ident,
+        mutability,
+        ..
+    }) = pat
+    {
+        let mutability = mutability.take();
+        return (ident.clone(), quote!(#mutability #ident));
+    }
+    let outer = format_ident!(
+        "__resilience_arg{}",
+        index,
+        span = Span::mixed_site().located_at(pat.span())
+    );
+    let pattern = quote!(#pat);
+    *pat = Pat::Ident(PatIdent {
+        attrs: Vec::new(),
+        by_ref: None,
+        mutability: None,
+        ident: outer.clone(),
+        subpat: None,
+    });
+    (outer, pattern)
+}
+
+fn cfg_attrs(attrs: &[Attribute]) -> TokenStream {
+    let cfgs = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg") || a.path().is_ident("cfg_attr"));
+    quote!(#(#cfgs)*)
+}

@@ -1,0 +1,189 @@
+//! The forms of function the retry loop cannot serve, each refused with one error on the
+//! token at fault.
+
+use quote::ToTokens;
+use syn::spanned::Spanned;
+use syn::{
+    FnArg, GenericArgument, Pat, PathArguments, ReceiverKind, ReturnType, Signature, Stmt, Token,
+    Type, TypeParamBound,
+};
+
+use crate::errors::Errors;
+use crate::item::RetryFn;
+
+/// Reports the forms the retry loop cannot serve, each on its own token.
+pub fn check(item: &RetryFn, errors: &mut Errors) {
+    let sig = &item.sig;
+    if item.body.as_deref().is_some_and(instrumented_already) {
+        errors.at(
+            proc_macro2::Span::call_site(),
+            "`#[retry_with_backoff]` is written below `#[tracing::instrument]`, which has already run: its span would open once per attempt and the retry events would fall outside it; write `#[retry_with_backoff]` above `#[tracing::instrument]`",
+        );
+    }
+    if let Some(constness) = &sig.constness {
+        errors.at(
+            constness.span,
+            "`#[retry_with_backoff]` cannot be used on a `const fn`: waiting and logging happen at run time; remove `const`",
+        );
+    }
+    for attr in &item.attrs {
+        if attr.path().is_ident("track_caller") {
+            errors.spanned(
+                attr,
+                "`#[retry_with_backoff]` cannot be combined with `#[track_caller]`: each attempt runs in its own closure, where the caller's location is lost; remove one of the two",
+            );
+        }
+    }
+    if item.body.is_none() {
+        errors.spanned(
+            sig,
+            "`#[retry_with_backoff]` needs a function body to retry; put it on the implementations, or give this trait method a default body",
+        );
+    }
+    match &sig.output {
+        ReturnType::Default => errors.at(
+            sig.paren_token.span.close(),
+            "`#[retry_with_backoff]` needs a function that returns a `Result`: add `-> Result<T, E>`",
+        ),
+        ReturnType::Type(_, ty) if sig.asyncness.is_none() && is_future(ty) => errors.spanned(
+            ty,
+            "`#[retry_with_backoff]` would retry only the creation of this future, not its result; write the function as `async fn` (for a trait, native `async fn` in traits works; a method already rewritten by `#[async_trait]` cannot be retried from inside: put `#[retry_with_backoff]` on an `async fn` it calls)",
+        ),
+        ReturnType::Type(_, ty) => {
+            if let Some(found) = never_a_result(ty) {
+                errors.spanned(
+                    ty,
+                    format!("`#[retry_with_backoff]` needs a function that returns a `Result`, not {found}: a retry decides from the error whether to try again, so return `Result<T, E>`"),
+                );
+            }
+        }
+    }
+    if let ReturnType::Type(_, ty) = &sig.output
+        && borrows_from_unique_input(sig)
+        && has_elided_reference(ty)
+    {
+        errors.spanned(
+            ty,
+            "`#[retry_with_backoff]` cannot return a borrow of a `&mut` input: every attempt reborrows it, so no attempt's borrow can outlive the retry loop; return an owned value, or take `&self` / a shared reference",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.at(
+            variadic.span(),
+            "`#[retry_with_backoff]` cannot retry a variadic function",
+        );
+    }
+}
+
+/// Whether lifetime elision ties the output to a `&mut` input: a `&mut self` receiver, or
+/// a single reference argument that is `&mut`.
+fn borrows_from_unique_input(sig: &Signature) -> bool {
+    let unique = |ty: &Type| matches!(ty, Type::Reference(r) if r.mutability.is_some());
+    if let Some(receiver) = sig.receiver() {
+        return match &receiver.kind {
+            ReceiverKind::Reference(_, _, mutability) => mutability.is_some(),
+            ReceiverKind::Typed(_, ty) => unique(ty),
+            _ => false,
+        };
+    }
+    let mut references = sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(t) if matches!(*t.ty, Type::Reference(_)) => Some(&*t.ty),
+        _ => None,
+    });
+    matches!((references.next(), references.next()), (Some(only), None) if unique(only))
+}
+
+/// A `&T` without a lifetime, or with `'_`, anywhere in `ty`.
+fn has_elided_reference(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> syn::visit::Visit<'ast> for Finder {
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            if r.lifetime.as_ref().is_none_or(|l| l.ident == "_") {
+                self.0 = true;
+            }
+            syn::visit::visit_type_reference(self, r);
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident == "_" {
+                self.0 = true;
+            }
+        }
+    }
+    let mut finder = Finder(false);
+    syn::visit::Visit::visit_type(&mut finder, ty);
+    finder.0
+}
+
+/// Describes a return type that can never be a `Result` (aliases cannot be told apart here;
+/// the runtime's `RetryResult` trait catches those).
+fn never_a_result(ty: &Type) -> Option<String> {
+    const NOT_RESULTS: &[&str] = &[
+        "bool", "char", "str", "String", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16",
+        "u32", "u64", "u128", "usize", "f32", "f64", "Option", "Vec", "Box", "HashMap",
+    ];
+    let found = match ty {
+        Type::Tuple(t) if t.elems.is_empty() => "`()`".to_owned(),
+        Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+            let name = p.path.segments[0].ident.to_string();
+            if !NOT_RESULTS.contains(&name.as_str()) {
+                return None;
+            }
+            format!("`{}`", ty.to_token_stream())
+                .replace(" < ", "<")
+                .replace(" >", ">")
+        }
+        Type::Tuple(_) => "a tuple".to_owned(),
+        Type::Reference(_) => "a reference".to_owned(),
+        Type::Array(_) | Type::Slice(_) => "an array".to_owned(),
+        Type::Never(_) => "`!`".to_owned(),
+        Type::FnPtr(_) | Type::Ptr(_) => "a pointer".to_owned(),
+        Type::ImplTrait(_) | Type::TraitObject(_) => "a trait object or `impl Trait`".to_owned(),
+        _ => return None,
+    };
+    Some(found)
+}
+
+/// `impl Future<..>`, `Pin<Box<dyn Future<..>>>` and the like: a future built now, run later.
+fn is_future(ty: &Type) -> bool {
+    let names_future = |bounds: &syn::punctuated::Punctuated<TypeParamBound, Token![+]>| {
+        bounds.iter().any(|bound| match bound {
+            TypeParamBound::Trait(t) => t
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "Future" || s.ident == "IntoFuture"),
+            _ => false,
+        })
+    };
+    match ty {
+        Type::ImplTrait(t) => names_future(&t.bounds),
+        Type::TraitObject(t) => names_future(&t.bounds),
+        Type::Paren(t) => is_future(&t.elem),
+        Type::Group(t) => is_future(&t.elem),
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| {
+            (s.ident == "Pin" || s.ident == "Box" || s.ident == "BoxFuture")
+                && (s.ident == "BoxFuture" || generic_types(&s.arguments).any(is_future))
+        }),
+        _ => false,
+    }
+}
+
+pub(crate) fn generic_types(args: &PathArguments) -> impl Iterator<Item = &Type> {
+    let args = match args {
+        PathArguments::AngleBracketed(a) => Some(a.args.iter()),
+        _ => None,
+    };
+    args.into_iter().flatten().filter_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// Whether `#[tracing::instrument]` has expanded this body already: its output opens with
+/// `let __tracing_attr_span`, sync and async alike (tracing-attributes 0.1).
+fn instrumented_already(body: &[Stmt]) -> bool {
+    let Some(Stmt::Local(local)) = body.first() else {
+        return false;
+    };
+    matches!(&local.pat, Pat::Ident(p) if p.ident == "__tracing_attr_span")
+}

@@ -1,0 +1,231 @@
+//! The receiver: how `self` reaches each attempt, and the renaming of the body's `self` to
+//! the attempt's own receiver where an attempt binds one (a closure or an async block cannot
+//! rebind `self` itself).
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned};
+use syn::visit_mut::{self, VisitMut};
+use syn::{Ident, Receiver, ReceiverKind, Type};
+
+use crate::checks::generic_types;
+use crate::item::is_no_clone;
+
+/// How the receiver reaches each attempt.
+pub enum ReceiverBinding {
+    /// Borrowed by every attempt (`&self`, `&mut self`, `#[no_clone] self`): a statement that
+    /// binds the attempt's alias, or none when the body keeps `self` as it is.
+    Rebind(Option<TokenStream>),
+    /// Passed to each attempt by value: a clone for every attempt but the last, which gets the
+    /// caller's value; the attempt's parameter pattern.
+    Carried(TokenStream),
+}
+
+/// Reads the receiver and fixes its outer form (the `mut` belongs to the attempt's binding).
+/// Returns how it reaches the attempts and whether the body's `self` must be renamed.
+pub fn bind_receiver(receiver: &mut Receiver) -> (ReceiverBinding, bool) {
+    let alias = self_alias(Span::call_site());
+    let this = receiver.self_token;
+    let no_clone = receiver.attrs.iter().any(is_no_clone);
+    receiver.attrs.retain(|a| !is_no_clone(a));
+    match &receiver.kind {
+        // A copy of the reference: a borrow the body returns lives as long as the caller's.
+        ReceiverKind::Reference(_, _, None) => (
+            ReceiverBinding::Rebind(Some(quote!(let #alias = #this;))),
+            true,
+        ),
+        ReceiverKind::Reference(_, _, Some(_)) => (
+            ReceiverBinding::Rebind(Some(quote!(let #alias = &mut *#this;))),
+            true,
+        ),
+        // The body only borrows it: each attempt uses the caller's `self` through the capture.
+        _ if no_clone => (ReceiverBinding::Rebind(None), false),
+        // `self: Pin<&mut Self>` is reborrowed, as `&mut self` is.
+        ReceiverKind::Typed(_, ty) if is_pin_mut(ty) => {
+            receiver.mutability = Some(Default::default());
+            (
+                ReceiverBinding::Rebind(Some(
+                    quote!(let #alias = ::core::pin::Pin::as_mut(&mut #this);),
+                )),
+                true,
+            )
+        }
+        _ => {
+            let mutability = receiver.mutability.take();
+            (
+                ReceiverBinding::Carried(quote_spanned!(this.span=> #mutability #alias)),
+                true,
+            )
+        }
+    }
+}
+
+fn is_pin_mut(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    path.path.segments.last().is_some_and(|s| {
+        s.ident == "Pin"
+            && generic_types(&s.arguments)
+                .any(|t| matches!(t, Type::Reference(r) if r.mutability.is_some()))
+    })
+}
+
+/// The identifier the body's `self` becomes, so each attempt can bind its own receiver.
+/// It resolves at `mixed_site`, so the body's own `__resilience_self`, if any, stays its own.
+pub fn self_alias(span: Span) -> Ident {
+    Ident::new("__resilience_self", Span::mixed_site().located_at(span))
+}
+
+/// Renames the body's `self` to [`self_alias`], so that each attempt can bind its own copy
+/// or reborrow of the receiver (a closure or async block cannot rebind `self` itself).
+/// Nested items keep their own `self`; `self::path` is a module path and stays.
+pub struct RenameSelf;
+
+impl VisitMut for RenameSelf {
+    fn visit_expr_path_mut(&mut self, expr: &mut syn::ExprPath) {
+        if expr.qself.is_none() && expr.path.segments.len() == 1 {
+            let segment = &mut expr.path.segments[0];
+            if segment.ident == "self" {
+                segment.ident = self_alias(segment.ident.span());
+            }
+        }
+        visit_mut::visit_expr_path_mut(self, expr);
+    }
+
+    fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
+        let name = mac.path.segments.last().map(|s| s.ident.to_string());
+        let name = name.as_deref().unwrap_or_default();
+        // Macros that read their tokens as text (`stringify!(self)`, `concat!("{self}")`) must
+        // see what the user wrote; a macro whose input defines functions or impls has its own
+        // `self`s there.
+        if LITERAL_MACROS.contains(&name) || defines_items(&mac.tokens) {
+            return;
+        }
+        let format_strings = FORMAT_MACROS.contains(&name);
+        mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens), format_strings);
+    }
+
+    fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+}
+
+/// Macros whose input is text, not code.
+const LITERAL_MACROS: &[&str] = &[
+    "stringify",
+    "concat",
+    "include",
+    "include_str",
+    "include_bytes",
+    "env",
+    "option_env",
+    "cfg",
+    "compile_error",
+    "line",
+    "column",
+    "file",
+    "module_path",
+];
+
+/// Macros whose string literal is a format string that may capture `{self}` by name.
+const FORMAT_MACROS: &[&str] = &[
+    "format",
+    "format_args",
+    "print",
+    "println",
+    "eprint",
+    "eprintln",
+    "write",
+    "writeln",
+    "panic",
+    "assert",
+    "assert_eq",
+    "assert_ne",
+    "debug_assert",
+    "debug_assert_eq",
+    "debug_assert_ne",
+    "unreachable",
+    "todo",
+    "unimplemented",
+    "trace",
+    "debug",
+    "info",
+    "warn",
+    "error",
+    "event",
+    "anyhow",
+    "bail",
+    "ensure",
+    "format_err",
+];
+
+fn defines_items(tokens: &TokenStream) -> bool {
+    tokens.clone().into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "fn" || ident == "impl" || ident == "trait",
+        TokenTree::Group(group) => defines_items(&group.stream()),
+        _ => false,
+    })
+}
+
+/// `"{self}"` and `"{self:?}"` capture `self` by name; they must capture the attempt's own
+/// receiver too. Returns the literal with those captures renamed, or `None` if it has none.
+fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_macro2::Literal> {
+    let source = literal.to_string();
+    if !source.starts_with('"') || !source.contains("{self") {
+        return None;
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source.as_str();
+    let mut changed = false;
+    while let Some(at) = rest.find("{self") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let braces = before.bytes().rev().take_while(|b| *b == b'{').count() + 1;
+        let capture = braces % 2 == 1 && matches!(after.as_bytes().get(5), Some(b'}' | b':'));
+        if capture {
+            out.push_str("{__resilience_self");
+            changed = true;
+        } else {
+            out.push_str("{self");
+        }
+        rest = &after[5..];
+    }
+    out.push_str(rest);
+    if !changed {
+        return None;
+    }
+    let mut renamed: proc_macro2::Literal = out.parse().ok()?;
+    // `format_args!` resolves a captured name with the string's own hygiene.
+    renamed.set_span(Span::mixed_site().located_at(literal.span()));
+    Some(renamed)
+}
+
+fn rename_self_tokens(tokens: TokenStream, format_strings: bool) -> TokenStream {
+    let mut out: Vec<TokenTree> = Vec::new();
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        out.push(match token {
+            TokenTree::Ident(ident) if ident == "self" => {
+                let module_path =
+                    matches!(tokens.peek(), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+                if module_path {
+                    TokenTree::Ident(ident)
+                } else {
+                    TokenTree::Ident(self_alias(ident.span()))
+                }
+            }
+            TokenTree::Group(group) => {
+                let inner = rename_self_tokens(group.stream(), format_strings);
+                let mut renamed = proc_macro2::Group::new(group.delimiter(), inner);
+                renamed.set_span(group.span());
+                TokenTree::Group(renamed)
+            }
+            TokenTree::Literal(literal) if format_strings => {
+                match rename_self_in_format_string(&literal) {
+                    Some(renamed) => TokenTree::Literal(renamed),
+                    None => TokenTree::Literal(literal),
+                }
+            }
+            other => other,
+        });
+    }
+    out.into_iter().collect()
+}

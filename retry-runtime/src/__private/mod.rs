@@ -1,0 +1,100 @@
+//! What the `#[retry_with_backoff]` expansion and `#[derive(Classify)]` call. Not public API:
+//! names and signatures here change whenever the macros change, and the facade re-exports
+//! them only for the macros.
+//!
+//! The requirements the attribute checks on the user's types are public, in
+//! [`requirements`](crate::requirements), so that a compile error names only public items.
+//! [`probes`] learn what the rules can see of an error type; [`derive`] serves the derive;
+//! [`policy`] builds a policy from the attribute's arguments at compile time.
+
+mod derive;
+mod policy;
+mod probes;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+pub use derive::*;
+pub use policy::*;
+pub use probes::*;
+pub use tracing;
+
+pub use crate::attempts::{
+    Attempts, DeadlinePassed, Ending, deadline, only_attempt_failed, retry_blocking, started,
+};
+pub use crate::classify::order::Seen;
+pub use crate::classify::{Classified, Rule, Verdict};
+pub use crate::emit_event;
+pub use crate::error::MediaProcessingError;
+pub use crate::log::{Event, Site};
+pub use crate::policy::RetryPolicy;
+#[cfg(feature = "tokio")]
+pub use crate::sleep::{now_async, sleep_async, until_deadline};
+pub use crate::sleep::{now_current, sleep_current};
+#[cfg(not(feature = "tokio"))]
+pub use without_tokio::{now_async, sleep_async, until_deadline};
+
+use crate::classify::order::decide_lazily;
+
+/// The built-in rules' answer for what was seen of an error, or a `retry_if` predicate's
+/// when it knows (its `Unknown` leaves the decision to the rules; their hint is kept).
+/// `text` is asked for only when the error has no chain.
+#[inline]
+pub fn classify(
+    seen: Seen<'_>,
+    text: impl FnOnce() -> String,
+    predicate: Option<Verdict>,
+) -> Classified {
+    let builtin = decide_lazily(seen, text);
+    match predicate.and_then(|verdict| Classified::by(Rule::Predicate, verdict)) {
+        Some(own) => own.with_retry_after(builtin.retry_after),
+        None => builtin,
+    }
+}
+
+/// The type of the nested tuple `(a, (b, ()))` that carries an attempt's by-value
+/// arguments: the attempt closure's parameter then needs no type written, so `impl Trait`
+/// arguments work too (see [`each_attempt`](crate::requirements::each_attempt)).
+#[inline(always)]
+pub fn shape_of<A>(_: &A) -> PhantomData<A> {
+    PhantomData
+}
+
+/// Gives the closure that copies the arguments its parameter type.
+#[inline(always)]
+pub fn fresh_for<A, F: Fn(&A) -> A>(_: &A, fresh: F) -> F {
+    fresh
+}
+
+/// The retries after a failed first attempt, boxed: the function's own future stays as
+/// small as the plain one, and the box is made only on the failure path.
+#[cold]
+#[inline(never)]
+pub fn boxed<F: Future>(retries: F) -> Pin<Box<F>> {
+    Box::pin(retries)
+}
+
+/// Without tokio the expansion of an `async fn` does not compile (see
+/// [`AsyncRuntime`](crate::requirements::AsyncRuntime)); these keep its other calls
+/// well-typed so that that one error is all the user sees.
+#[cfg(not(feature = "tokio"))]
+mod without_tokio {
+    use std::future::Future;
+    use std::time::{Duration, Instant};
+
+    use crate::attempts::DeadlinePassed;
+
+    pub fn now_async() -> Instant {
+        Instant::now()
+    }
+
+    pub async fn sleep_async(_: Duration) {}
+
+    pub async fn until_deadline<F: Future>(
+        _: Option<Instant>,
+        attempt: F,
+    ) -> Result<F::Output, DeadlinePassed> {
+        Ok(attempt.await)
+    }
+}
