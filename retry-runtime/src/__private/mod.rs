@@ -4,8 +4,8 @@
 //!
 //! The requirements the attribute checks on the user's types are public, in
 //! [`requirements`](crate::requirements), so that a compile error names only public items.
-//! [`probes`] learn what the rules can see of an error type; [`derive`] serves the derive;
-//! [`policy`] builds a policy from the attribute's arguments at compile time.
+//! `probes.rs` learns what the rules can see of an error type; `derive.rs` serves the derive;
+//! `policy.rs` builds a policy from the attribute's arguments at compile time.
 
 mod derive;
 mod policy;
