@@ -123,7 +123,7 @@ enum GeminiError {
 ///
 /// The waits here are short for the demo: about 0.4 s, 0.8 s, 1.6 s, then 2 s, plus up to
 /// 0.2 s of jitter, and at most 20 s for the whole call, waits included. Production code uses
-/// the design note's settings, which are the defaults: `#[retry_with_backoff(max_retries = 5)]`
+/// the defaults (the Python original's settings): `#[retry_with_backoff(max_retries = 5)]`
 /// waits about 2, 4, 8 and 16 s (base 1 s, cap 30 s, up to 1 s of jitter).
 #[retry_with_backoff(
     max_retries = 5,

@@ -97,7 +97,7 @@ struct Gemini {
 /// gives up, so a successful call counts its own (`&mut` arguments are reborrowed for each
 /// attempt, and the count survives).
 ///
-/// Production would use the design note's `max_retries = 5, base_delay = 1.0, max_delay = 30.0`;
+/// Production would use the defaults, `max_retries = 5, base_delay = 1.0, max_delay = 30.0`;
 /// the demo waits a hundred times less.
 #[retry_with_backoff(max_retries = 3, base_delay = 0.01, max_delay = 0.05, jitter = 0.01)]
 async fn analyze(

@@ -1,4 +1,4 @@
-//! The design note's `call_gemini_api`, ported: one attribute turns a flaky call into one that
+//! The Python original's `call_gemini_api`, ported: one attribute turns a flaky call into one that
 //! retries 429s, 503s and timeouts with exponential backoff, returns a bad request at once, and
 //! gives up with a `MediaProcessingError` that the caller saves with the task, so nothing is lost.
 //!
@@ -49,7 +49,7 @@ struct Gemini {
 
 /// Analyses an image with Gemini.
 ///
-/// Production code uses the design note's settings, which are also the defaults:
+/// Production code uses the Python original's settings, which are also the defaults:
 /// `#[retry_with_backoff(max_retries = 5, base_delay = 1.0, max_delay = 30.0)]` with up to 1 s
 /// of jitter, so the waits are about 2.x, 4.x, 8.x and 16.x seconds. The example uses delays
 /// twenty times shorter so that it runs in about two seconds.
@@ -201,7 +201,7 @@ const IMAGES: [&str; 6] = [
 fn flaky_gemini() -> FakeGemini {
     let rate_limited = || Fault::status(429, "Resource Exhausted");
     FakeGemini::new(GeminiFaults::NONE)
-        // Rate limited twice, then fine: the design note's log example.
+        // Rate limited twice, then fine: the README's log example.
         .script("07-meadow.png", [rate_limited(), rate_limited()])
         // The service is briefly down.
         .script(

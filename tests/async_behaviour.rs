@@ -1,4 +1,4 @@
-//! `async fn`s under `#[retry_with_backoff]`: the same rules as sync (SPEC 7), on tokio's
+//! `async fn`s under `#[retry_with_backoff]`: the same rules as sync, on tokio's
 //! paused clock, plus `timeout` cutting a slow attempt, cancellation on drop and `Send`.
 
 mod common;

@@ -1,5 +1,5 @@
 //! Sync functions under `#[retry_with_backoff]`: attempts, waits, classification, logs and the
-//! give-up error, checked against SPEC.md on a virtual clock (no test sleeps for real).
+//! give-up error, checked against the README on a virtual clock (no test sleeps for real).
 
 mod common;
 
@@ -206,7 +206,7 @@ fn by_value_arguments_reach_every_attempt_and_mut_refs_keep_changes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Waits (SPEC 2)
+// Waits (README: "Delays")
 
 #[retry_with_backoff(max_retries = 5, jitter = 0)]
 fn five_attempts_no_jitter() -> io::Result<()> {
@@ -366,7 +366,7 @@ fn jitter_never_pushes_a_wait_above_max_delay() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Logs (SPEC 4)
+// Logs (README: "Log events")
 
 #[retry_with_backoff(max_retries = 3, jitter = 0)]
 fn succeeds_third_time(calls: &Cell<u32>) -> io::Result<&'static str> {
@@ -476,7 +476,7 @@ fn non_retryable_error_logs_exactly_one_event_and_no_retry_line() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Non-retryable errors come back unchanged (SPEC 3)
+// Non-retryable errors come back unchanged (README: "Classification")
 
 #[test]
 fn invalid_data_io_error_is_returned_unchanged_after_one_attempt() {
@@ -553,7 +553,7 @@ fn http_400_401_and_value_error_texts_are_returned_unchanged_after_one_attempt()
 }
 
 // ---------------------------------------------------------------------------------------------
-// Classification through the macro (SPEC 3)
+// Classification through the macro (README: "Classification")
 
 #[retry_with_backoff(max_retries = 3, jitter = 0)]
 fn io_failure(calls: &Cell<u32>, make: &dyn Fn() -> io::Error) -> io::Result<()> {
@@ -966,7 +966,7 @@ fn retry_if_false_returns_a_retryable_kind_unchanged() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Giving up: `MediaProcessingError` through `From` (SPEC 5)
+// Giving up: `MediaProcessingError` through `From` (README: "The error type")
 
 #[test]
 fn give_up_into_io_error_keeps_the_kind_and_the_typed_last_error() {
@@ -1161,7 +1161,7 @@ fn last_error_takes_the_typed_error_back_out() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// `timeout` on the whole call (SPEC 1, 2)
+// `timeout` on the whole call (README: "Arguments", "Delays")
 
 #[retry_with_backoff(max_retries = 5, base_delay = 1, jitter = 0, timeout = 5)]
 fn fast_failures_with_timeout(calls: &Cell<u32>) -> io::Result<()> {

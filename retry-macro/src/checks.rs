@@ -4,8 +4,8 @@
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, GenericArgument, Pat, PathArguments, ReceiverKind, ReturnType, Signature, Stmt, Token,
-    Type, TypeParamBound,
+    FnArg, GenericArgument, PathArguments, ReceiverKind, ReturnType, Signature, Stmt, Token, Type,
+    TypeParamBound,
 };
 
 use crate::errors::Errors;
@@ -179,11 +179,18 @@ pub(crate) fn generic_types(args: &PathArguments) -> impl Iterator<Item = &Type>
     })
 }
 
-/// Whether `#[tracing::instrument]` has expanded this body already: its output opens with
-/// `let __tracing_attr_span`, sync and async alike (tracing-attributes 0.1).
+/// Whether `#[tracing::instrument]` has expanded this body already: its output opens (within
+/// its first few statements, sync and async alike) with `let __tracing_attr_span`, a name
+/// tracing-attributes reserves.
 fn instrumented_already(body: &[Stmt]) -> bool {
-    let Some(Stmt::Local(local)) = body.first() else {
-        return false;
-    };
-    matches!(&local.pat, Pat::Ident(p) if p.ident == "__tracing_attr_span")
+    fn names_its_span(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == "__tracing_attr_span",
+            proc_macro2::TokenTree::Group(group) => names_its_span(group.stream()),
+            _ => false,
+        })
+    }
+    body.iter()
+        .take(3)
+        .any(|stmt| names_its_span(stmt.to_token_stream()))
 }

@@ -254,23 +254,26 @@ fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
         let argument = match value {
             Value::Attempts(n) => quote!(#n),
             Value::Nanos(nanos) => quote!(::core::time::Duration::from_nanos(#nanos)),
-            // A constant of attempts: checked alone, so the error lands on it.
+            // A constant of attempts: checked alone, so the error lands on it. Its type is
+            // stated first, so a constant of another type is told so on its own token.
             Value::Constant(expr) if !key.is_seconds() => quote_spanned!(*span=> {
+                let attempts: u32 = #expr;
                 if let ::core::result::Result::Err(error) =
-                    #krate::RetryPolicy::builder().max_retries(#expr).build()
+                    #krate::RetryPolicy::builder().max_retries(attempts).build()
                 {
                     ::core::panic!("{}", error.message())
                 }
-                #expr
+                attempts
             }),
             Value::Constant(expr) => {
                 let which = format_ident!("{}", key.seconds_key().unwrap_or("BaseDelay"));
-                quote_spanned!(*span=>
-                    match #krate::__private::seconds(#krate::__private::Key::#which, #expr) {
+                quote_spanned!(*span=> {
+                    let seconds: f64 = #expr;
+                    match #krate::__private::seconds(#krate::__private::Key::#which, seconds) {
                         ::core::result::Result::Ok(duration) => duration,
                         ::core::result::Result::Err(message) => ::core::panic!("{}", message),
                     }
-                )
+                })
             }
         };
         quote!(let #builder = #builder.#setter(#argument);)
@@ -446,8 +449,7 @@ fn end(ending: TokenStream, types: &Types, krate: &TokenStream, names: &Names) -
     let give_up = names.local("give_up");
     let holds = &types.holds_give_up;
     let from_give_up = quote_spanned!(names.err_span=> #holds::from_give_up(#give_up));
-    let not_retryable =
-        types.returned(quote!(::core::result::Result::Err(#error)), names.ret_span);
+    let not_retryable = types.returned(quote!(::core::result::Result::Err(#error)), names.ret_span);
     let gave_up = types.returned(
         quote!(::core::result::Result::Err(#from_give_up)),
         names.ret_span,

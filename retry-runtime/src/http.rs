@@ -12,7 +12,7 @@ use crate::hint::{ServerWords, read_text};
 /// An HTTP answer with an error status, kept whole: status, the server's delay hint, body.
 ///
 /// Its `Display` is `HTTP {status}: {body}` (the body shortened to 500 characters), so the
-/// design note's text rule and log lines read as they did in Python.
+/// text rule and the log lines read as they did in Python.
 ///
 /// ```
 /// use std::time::Duration;

@@ -32,7 +32,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Attempts made by default, the first included (the design note's `max_retries=5`).
+    /// Attempts made by default, the first included (the Python original's `max_retries=5`).
     pub const DEFAULT_MAX_RETRIES: u32 = 5;
     /// Base of the exponential backoff by default: 1 s.
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
@@ -44,7 +44,7 @@ impl RetryPolicy {
     /// A longer one fails the call at once, carrying the hint.
     pub const DEFAULT_MAX_HINT: Duration = Duration::from_secs(120);
 
-    /// The defaults of the design note: 5 attempts, 1 s base, 30 s cap, up to 1 s jitter,
+    /// The defaults (the README's "Arguments"): 5 attempts, 1 s base, 30 s cap, up to 1 s jitter,
     /// no bound on the whole call.
     pub const fn new() -> Self {
         Self {

@@ -36,6 +36,10 @@ pub struct Record {
     pub level: Level,
     pub message: String,
     pub fields: BTreeMap<String, String>,
+    /// The event's target: the annotated function's module path.
+    pub target: String,
+    /// The span the event happened in, if any (its name).
+    pub span: Option<String>,
 }
 
 impl Record {
@@ -119,8 +123,8 @@ thread_local! {
 /// while another test thread runs without one can be cached as "never".
 struct Capture;
 
-impl<S: Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+impl<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, context: Context<'_, S>) {
         // The retry events are the ones with these fields; the target is the module's.
         let fields = event.metadata().fields();
         if fields.field("max_retries").is_none() || fields.field("function").is_none() {
@@ -139,6 +143,8 @@ impl<S: Subscriber> Layer<S> for Capture {
                 level: *event.metadata().level(),
                 message,
                 fields: visitor.0,
+                target: event.metadata().target().to_owned(),
+                span: context.event_span(event).map(|span| span.name().to_owned()),
             });
     }
 }

@@ -1,6 +1,6 @@
 //! The text rule, read as words: whether an error's text says another attempt may help.
 //!
-//! The design note's rule is "the text contains 429, 503, 500, timeout, timed out, connection,
+//! The Python original's rule is "the text contains 429, 503, 500, timeout, timed out, connection,
 //! reset or refused". Read as substrings it retries ``missing field `timeout_seconds` `` and a
 //! 400 on `/v1/password-reset`, so here the text is read as words:
 //! - a word is a maximal run of ASCII letters, digits and `_`, also split where a lower-case
