@@ -540,3 +540,72 @@ async fn works_on_a_multi_thread_runtime_via_tokio_spawn() {
         assert_eq!(task.await.unwrap(), (Ok("x#3".to_owned()), 3));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The future's size: the retry state lives in a box made after a failure
+
+async fn plain_fetch(image: &str, calls: &AtomicU32) -> io::Result<usize> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(image.len())
+}
+
+#[retry_with_backoff]
+async fn retried_fetch(image: &str, calls: &AtomicU32) -> io::Result<usize> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(image.len())
+}
+
+async fn plain_upload(body: String, calls: &AtomicU32) -> io::Result<usize> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(body.len())
+}
+
+#[retry_with_backoff]
+async fn retried_upload(body: String, calls: &AtomicU32) -> io::Result<usize> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(body.len())
+}
+
+#[retry_with_backoff(timeout = 30.0)]
+async fn retried_fetch_in_time(image: &str, calls: &AtomicU32) -> io::Result<usize> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(image.len())
+}
+
+/// The README's "Performance" states these figures; `--nocapture` prints them.
+#[tokio::test]
+async fn the_annotated_future_is_at_most_64_bytes_larger_than_the_plain_one() {
+    let calls = AtomicU32::new(0);
+    let plain = std::mem::size_of_val(&plain_fetch("beach.jpg", &calls));
+    let retried = std::mem::size_of_val(&retried_fetch("beach.jpg", &calls));
+    println!("borrowed arguments: plain {plain} bytes, annotated {retried} bytes");
+    assert!(retried <= plain + 64, "{retried} > {plain} + 64");
+
+    // With a `timeout`, the first attempt runs under tokio's timer, as it would under
+    // `tokio::time::timeout` written by hand.
+    let by_hand = std::mem::size_of_val(&tokio::time::timeout(
+        Duration::from_secs(30),
+        plain_fetch("beach.jpg", &calls),
+    ));
+    let retried = std::mem::size_of_val(&retried_fetch_in_time("beach.jpg", &calls));
+    println!(
+        "with a timeout: tokio::time::timeout(plain) {by_hand} bytes, annotated {retried} bytes"
+    );
+    assert!(retried <= by_hand + 64, "{retried} > {by_hand} + 64");
+
+    // A by-value argument is held twice while the first attempt runs: the caller's value,
+    // kept for the last attempt, and the attempt's copy.
+    let plain = std::mem::size_of_val(&plain_upload(String::new(), &calls));
+    let retried = std::mem::size_of_val(&retried_upload(String::new(), &calls));
+    println!("a `String` by value: plain {plain} bytes, annotated {retried} bytes");
+    let kept = std::mem::size_of::<String>();
+    assert!(
+        retried <= plain + 64 + kept,
+        "{retried} > {plain} + 64 + {kept}"
+    );
+}

@@ -13,32 +13,31 @@
 //! ```ignore
 //! fn fetch(&self, url: String) -> io::Result<Page> {
 //!     fn emit(function: &'static str, event: &Event<'_>) { emit_event!(function, event, module_path!()) }
-//!     let policy: &RetryPolicy = &const { /* builder, checked at compile time */ };
-//!     let args = (url, ());
-//!     let mut attempt = each_attempt(shape_of(&args), |(url, ())| -> io::Result<Page> {
+//!     let fresh = |(url, ()): (&_, ())| (ClonedPerAttempt::fresh(url), ());
+//!     let mut attempt = each_attempt(shape_from((&url, ()), &fresh), |(url, ())| -> io::Result<Page> {
 //!         let self_ = self;                       // the body's `self` is renamed to this
 //!         { get(self_, url) }
 //!     });
-//!     let started = None;                         // `started(policy, now)` with a timeout
-//!     let mut retry = None;
-//!     if policy.max_retries() > 1 {
-//!         let mut error = match into_result(attempt((fresh(&url), ()))) {
-//!             Ok(value) => return from_result(Ok(value)),   // the success path ends here
-//!             Err(error) => error,
-//!         };
-//!         let attempts = retry.insert(Attempts::after_first(policy, site, started));
-//!         loop {
-//!             match attempts.after_error(error, read, keep, now_current) {
-//!                 Ok(wait) => sleep_current(wait),
-//!                 Err(ending) => return end(ending),      // not retryable, or gave up
-//!             }
-//!             if attempts.is_last() { break; }
-//!             error = /* the next attempt, with fresh copies, as above */;
+//!     // `POLICY` is `(const { &/* builder, checked at compile time */ })`, written at each
+//!     // use: a `&'static RetryPolicy` that nothing stores.
+//!     if POLICY.max_retries() > 1 {
+//!         match into_result(attempt(fresh((&url, ())))) {
+//!             Ok(value) => from_result(Ok(value)),    // the success path ends here
+//!             Err(error) => match retry_blocking(      // cold: the loop below, out of line
+//!                 POLICY, site, None, error, (url, ()), attempt, fresh, read, text, keep,
+//!             ) {
+//!                 Ok(value) => from_result(Ok(value)),
+//!                 Err(ending) => end(ending),         // not retryable, or gave up
+//!             },
 //!         }
+//!     } else {
+//!         /* the only attempt (`max_retries = 1`) takes the caller's `url` */
 //!     }
-//!     /* the last attempt (the only one with `max_retries = 1`) takes the caller's `url` */
 //! }
 //! ```
+//! `retry_blocking` decides on each error, sleeps, and runs the next attempt with fresh
+//! copies; its last attempt takes the moved `(url, ())`. With a `timeout` possible, the call
+//! first reads the clock (`started(POLICY, now)`) and passes that instead of `None`.
 //! An `async fn` makes its attempt an `async` closure, awaits the first attempt inline (under
 //! `until_deadline` when there may be a `timeout`), and awaits the rest in `boxed(async { .. })`.
 
@@ -78,16 +77,17 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let types = Types::new(&sig, krate, &names);
     let emitter = emitter(krate, &names);
     let policy = policy(&settings, &names);
+    let policy_prelude = &policy.prelude;
     let attempt = attempt_closure(&sig, &carried, &rebinds, &body, &types, krate, &names);
     let run = if sig.asyncness.is_some() {
-        async_run(&settings, &types, &names, &sig)
+        async_run(&settings, &policy, &carried, &types, &names, &sig)
     } else {
-        sync_run(&settings, &types, &names)
+        sync_run(&settings, &policy, &carried, &types, &names)
     };
     let fn_body = quote!(
         #(#inner_attrs)*
         #emitter
-        #policy
+        #policy_prelude
         #attempt
         #run
     );
@@ -235,19 +235,67 @@ fn site(krate: &TokenStream, names: &Names) -> TokenStream {
 }
 
 // Input:  `max_retries = 3, base_delay = BASE` (or `policy = &SETTINGS.retry`).
-// Output: `let policy: &RetryPolicy = &const { builder().max_retries(3).base_delay(checked
-//         seconds of BASE).build(), or a compile error naming the value };` (or the expression).
-fn policy(settings: &Settings, names: &Names) -> TokenStream {
-    let krate = &settings.krate;
-    let policy = names.local("policy");
-    let value = match &settings.policy {
-        Policy::Expr(expr) => quote_spanned!(expr.span()=> #expr),
-        Policy::Built(given) => built_policy(krate, given),
-    };
-    quote!(let #policy: &#krate::RetryPolicy = #value;)
+// Output: how the expansion reaches the policy: `const { &builder().max_retries(3)
+//         .base_delay(checked seconds of BASE).build() }` written where it is used (a constant:
+//         nothing is stored), or a local holding the expression, evaluated once per call.
+struct PolicyRef {
+    /// `let policy: &RetryPolicy = EXPR;` for `policy = ..`; nothing for a built policy.
+    prelude: TokenStream,
+    /// What names the `&RetryPolicy` at its first use, where an invalid value fails the build
+    /// with our message.
+    checked: TokenStream,
+    /// What names it everywhere else: the same constant, built without the checks, so that
+    /// one invalid value gives one error.
+    value: TokenStream,
 }
 
-fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
+fn policy(settings: &Settings, names: &Names) -> PolicyRef {
+    let krate = &settings.krate;
+    match &settings.policy {
+        Policy::Expr(expr) => {
+            let policy = names.local("policy");
+            let expr = quote_spanned!(expr.span()=> #expr);
+            PolicyRef {
+                prelude: quote!(let #policy: &#krate::RetryPolicy = #expr;),
+                checked: quote!(#policy),
+                value: quote!(#policy),
+            }
+        }
+        Policy::Built(given) => PolicyRef {
+            prelude: TokenStream::new(),
+            checked: built_policy(krate, given, true),
+            value: built_policy(krate, given, false),
+        },
+    }
+}
+
+/// When the call started: read before the first attempt only when the policy may have a
+/// `timeout`; a constant `None` (nothing stored) otherwise.
+fn started(
+    settings: &Settings,
+    policy: &TokenStream,
+    now: TokenStream,
+    names: &Names,
+) -> (TokenStream, TokenStream) {
+    if settings.policy.may_have_timeout() {
+        let started = names.local("started");
+        let krate = &settings.krate;
+        (
+            quote!(
+                let #started: ::core::option::Option<::std::time::Instant> =
+                    #krate::__private::started(#policy, #now);
+            ),
+            quote!(#started),
+        )
+    } else {
+        (
+            TokenStream::new(),
+            quote!(::core::option::Option::<::std::time::Instant>::None),
+        )
+    }
+}
+
+fn built_policy(krate: &TokenStream, given: &[Given], checked: bool) -> TokenStream {
     let builder = format_ident!("__resilience_builder", span = Span::mixed_site());
     let steps = given.iter().map(|Given { key, value, span }| {
         let setter = format_ident!("{}", key.setter());
@@ -256,7 +304,7 @@ fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
             Value::Nanos(nanos) => quote!(::core::time::Duration::from_nanos(#nanos)),
             // A constant of attempts: checked alone, so the error lands on it. Its type is
             // stated first, so a constant of another type is told so on its own token.
-            Value::Constant(expr) if !key.is_seconds() => quote_spanned!(*span=> {
+            Value::Constant(expr) if !key.is_seconds() && checked => quote_spanned!(*span=> {
                 let attempts: u32 = #expr;
                 if let ::core::result::Result::Err(error) =
                     #krate::RetryPolicy::builder().max_retries(attempts).build()
@@ -265,13 +313,25 @@ fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
                 }
                 attempts
             }),
+            Value::Constant(expr) if !key.is_seconds() => quote_spanned!(*span=> {
+                let attempts: u32 = #expr;
+                attempts
+            }),
             Value::Constant(expr) => {
                 let which = format_ident!("{}", key.seconds_key().unwrap_or("BaseDelay"));
+                let invalid = if checked {
+                    quote_spanned!(*span=> ::core::panic!("{}", message))
+                } else {
+                    quote_spanned!(*span=> {
+                        let _ = message;
+                        ::core::time::Duration::ZERO
+                    })
+                };
                 quote_spanned!(*span=> {
                     let seconds: f64 = #expr;
                     match #krate::__private::seconds(#krate::__private::Key::#which, seconds) {
                         ::core::result::Result::Ok(duration) => duration,
-                        ::core::result::Result::Err(message) => ::core::panic!("{}", message),
+                        ::core::result::Result::Err(message) => #invalid,
                     }
                 })
             }
@@ -284,24 +344,40 @@ fn built_policy(krate: &TokenStream, given: &[Given]) -> TokenStream {
         .iter()
         .find(|g| matches!(g.key, Key::BaseDelay | Key::MaxDelay))
         .map_or_else(Span::call_site, |g| g.span);
+    let invalid = if checked {
+        quote_spanned!(conflict=> ::core::panic!("{}", error.message()))
+    } else {
+        quote_spanned!(conflict=> {
+            let _ = error;
+            #krate::RetryPolicy::new()
+        })
+    };
     let build = quote_spanned!(conflict=>
         match #builder.build() {
             ::core::result::Result::Ok(policy) => policy,
-            ::core::result::Result::Err(error) => ::core::panic!("{}", error.message()),
+            ::core::result::Result::Err(error) => #invalid,
         }
     );
-    quote!(&const {
-        let #builder = #krate::RetryPolicy::builder();
-        #(#steps)*
-        #build
-    })
+    // The constant block yields a `&'static RetryPolicy`: a reference made in a constant
+    // points at a static allocation, so the function (and its future) holds one pointer, not
+    // the policy.
+    quote!((const {
+        &{
+            let #builder = #krate::RetryPolicy::builder();
+            #(#steps)*
+            #build
+        }
+    }))
 }
 
 // Input:  the parameters and the body.
-// Output: `let args = (url, ()); let mut attempt = each_attempt(shape_of(&args), |(url, ())|
-//         -> Ret { rebinds; body }); let fresh = fresh_for(&args, |(url, ()): &_| (fresh(url), ()));`
+// Output: `let fresh = |(url, ()): (&_, ())| (ClonedPerAttempt::fresh(url), ());
+//         let mut attempt = each_attempt(shape_from((&url, ()), &fresh), |(url, ())| -> Ret {
+//             rebinds; body });`
 //         (`each_async_attempt` and an `async` closure for an `async fn`). By-value arguments
-//         arrive as the closure's parameters; everything else is captured.
+//         arrive as the closure's parameters, copies made by `fresh` (in this one place, so a
+//         missing `Clone` is reported once) or, for the last attempt, the caller's values;
+//         everything else is captured.
 fn attempt_closure(
     sig: &syn::Signature,
     carried: &[Carried],
@@ -312,9 +388,9 @@ fn attempt_closure(
     names: &Names,
 ) -> TokenStream {
     let attempt = names.local("attempt");
-    let args = names.local("args");
     let fresh = names.local("fresh");
-    let shape = quote!(#krate::__private::shape_of(&#args));
+    let refs = borrowed_arguments(carried);
+    let shape = quote!(#krate::__private::shape_from(#refs, &#fresh));
     let pattern = nested(carried.iter().map(|c| c.pattern.clone()));
     let ret_arrow = &types.ret_arrow;
     let inner = quote!({
@@ -340,43 +416,65 @@ fn attempt_closure(
     } else {
         quote!(#krate::requirements::each_attempt(#shape, |#pattern| #ret_arrow #inner))
     };
-    let outers = nested(carried.iter().map(|c| c.outer.clone()));
     let fresh_copies = fresh_closure(carried, krate);
     quote!(
-        // The by-value arguments, moved into one value: copied for each attempt but the last,
-        // which takes them.
-        let #args = #outers;
+        // Its parameter's references are written `&_`, so the closure takes references of any
+        // lifetime: it copies the caller's values here and a moved tuple's in the retries.
+        #[allow(unused_variables)]
+        let #fresh = #fresh_copies;
         #[allow(unused_mut)]
         let mut #attempt = #closure;
-        #[allow(unused_variables)]
-        let #fresh = #krate::__private::fresh_for(&#args, #fresh_copies);
     )
 }
 
-/// `|(url, (body, ())): &_| (fresh(url), (fresh(body), ()))`: copies of the arguments, made
-/// in this one place, so that a missing `Clone` is reported once.
+/// `(&url, (&body, ()))`: the by-value arguments, borrowed, for `fresh` to copy.
+fn borrowed_arguments(carried: &[Carried]) -> TokenStream {
+    nested(carried.iter().map(|c| {
+        let outer = &c.outer;
+        quote!(&#outer)
+    }))
+}
+
+/// `(url, (body, ()))`: the by-value arguments themselves, for the last attempt.
+fn moved_arguments(carried: &[Carried]) -> TokenStream {
+    nested(carried.iter().map(|c| c.outer.clone()))
+}
+
+/// A name for each by-value argument that a pattern can bind (`self` cannot be).
+fn argument_names(carried: &[Carried]) -> Vec<TokenStream> {
+    carried
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            if c.outer.to_string() == "self" {
+                let name = format_ident!("__resilience_arg_{}", index, span = Span::mixed_site());
+                quote!(#name)
+            } else {
+                c.outer.clone()
+            }
+        })
+        .collect()
+}
+
+/// `|(url, (body, ())): (&_, (&_, ()))| (fresh(url), (fresh(body), ()))`: copies of the
+/// arguments.
 fn fresh_closure(carried: &[Carried], krate: &TokenStream) -> TokenStream {
-    // `self` cannot be bound by a pattern: it gets a name of its own here.
-    let name = |index: usize, outer: &TokenStream| {
-        if outer.to_string() == "self" {
-            let name = format_ident!("__resilience_arg_{}", index, span = Span::mixed_site());
-            quote!(#name)
-        } else {
-            outer.clone()
-        }
-    };
-    let pattern = nested(
-        carried
-            .iter()
-            .enumerate()
-            .map(|(index, c)| name(index, &c.outer)),
-    );
-    let copies = nested(carried.iter().enumerate().map(|(index, c)| {
-        let name = name(index, &c.outer);
+    let names = argument_names(carried);
+    let pattern = nested(names.iter().cloned());
+    let refs = nested(carried.iter().map(|_| quote!(&_)));
+    let copies = nested(carried.iter().zip(&names).map(|(c, name)| {
         let span = c.span;
         quote_spanned!(span=> #krate::requirements::ClonedPerAttempt::fresh(&*#name))
     }));
-    quote!(|#pattern: &_| #copies)
+    quote!(|#pattern: #refs| #copies)
+}
+
+/// `|(url, (body, ()))| fresh((url, (body, ())))`: `fresh` for a borrowed tuple of the
+/// arguments, as the blocking retry loop holds them.
+fn fresh_of_tuple(carried: &[Carried], names: &Names) -> TokenStream {
+    let fresh = names.local("fresh");
+    let pattern = nested(argument_names(carried).into_iter());
+    quote!(|#pattern| #fresh(#pattern))
 }
 
 /// `(a, (b, ()))`: the nested tuple the attempt's by-value arguments travel in.
@@ -501,20 +599,28 @@ fn on_outcome(
 // Output: the first attempt inline, returning at once when it succeeds; after a failure, one
 //         cold call into the runtime's retry loop, which takes the arguments and gives the
 //         last attempt the caller's values.
-fn sync_run(settings: &Settings, types: &Types, names: &Names) -> TokenStream {
+fn sync_run(
+    settings: &Settings,
+    policy: &PolicyRef,
+    carried: &[Carried],
+    types: &Types,
+    names: &Names,
+) -> TokenStream {
     let krate = &settings.krate;
     let rt = quote!(#krate::__private);
-    let [policy, attempt, started, error, args, outcome] =
-        ["policy", "attempt", "started", "error", "args", "outcome"].map(|name| names.local(name));
+    let PolicyRef {
+        checked,
+        value: policy,
+        ..
+    } = policy;
+    let [attempt, error, args, outcome, fresh] =
+        ["attempt", "error", "args", "outcome", "fresh"].map(|name| names.local(name));
     let Rules { read, text, keep } = rules(settings, types, names);
     let site = site(krate, names);
-    let [fresh, all] = ["fresh", "args"].map(|name| names.local(name));
-    let fresh_copies = quote!(#fresh(&#all));
-    let started_value = if settings.policy.may_have_timeout() {
-        quote!(#rt::started(#policy, #rt::now_current))
-    } else {
-        quote!(::core::option::Option::None)
-    };
+    let (started_prelude, started) = started(settings, policy, quote!(#rt::now_current), names);
+    let borrowed = borrowed_arguments(carried);
+    let moved = moved_arguments(carried);
+    let fresh_of_tuple = fresh_of_tuple(carried, names);
     let into_result = |value: TokenStream| types.result_of(value, names.ret_span);
     let attempt_result = into_result(quote!(#attempt(#args)));
     let retried = ending_of(
@@ -523,9 +629,9 @@ fn sync_run(settings: &Settings, types: &Types, names: &Names) -> TokenStream {
             #site,
             #started,
             #error,
-            #all,
+            #moved,
             |#args| #attempt_result,
-            #fresh,
+            #fresh_of_tuple,
             #read,
             #text,
             #keep,
@@ -542,13 +648,13 @@ fn sync_run(settings: &Settings, types: &Types, names: &Names) -> TokenStream {
         krate,
         names,
     );
-    let first = into_result(quote!(#attempt(#fresh_copies)));
-    let only_attempt = into_result(quote!(#attempt(#all)));
+    let first = into_result(quote!(#attempt(#fresh(#borrowed))));
+    let only_attempt = into_result(quote!(#attempt(#moved)));
     let fix_error = types.fix_error_type(&error, names.ret_span);
     let ok = types.returned(quote!(::core::result::Result::Ok(#outcome)), names.ret_span);
     quote!(
-        let #started: ::core::option::Option<::std::time::Instant> = #started_value;
-        if #policy.max_retries() > 1 {
+        #started_prelude
+        if #checked.max_retries() > 1 {
             match #first {
                 ::core::result::Result::Ok(#outcome) => #ok,
                 ::core::result::Result::Err(#error) => {
@@ -574,37 +680,40 @@ fn sync_run(settings: &Settings, types: &Types, names: &Names) -> TokenStream {
 //         the function's own future stays the plain one's size.
 fn async_run(
     settings: &Settings,
+    policy: &PolicyRef,
+    carried: &[Carried],
     types: &Types,
     names: &Names,
     sig: &syn::Signature,
 ) -> TokenStream {
     let krate = &settings.krate;
     let rt = quote!(#krate::__private);
+    let PolicyRef {
+        checked,
+        value: policy,
+        ..
+    } = policy;
     let [
-        policy,
         attempt,
-        started,
         error,
         attempts,
         wait,
         ending,
         passed,
         outcome,
+        retries,
+        fresh_fn,
     ] = [
-        "policy", "attempt", "started", "error", "attempts", "wait", "ending", "passed", "outcome",
+        "attempt", "error", "attempts", "wait", "ending", "passed", "outcome", "retries", "fresh",
     ]
     .map(|name| names.local(name));
     let Rules { read, text, keep } = rules(settings, types, names);
     let site = site(krate, names);
-    let [fresh_fn, all] = ["fresh", "args"].map(|name| names.local(name));
-    let fresh = quote!(#fresh_fn(&#all));
-    let last = quote!(#all);
+    let borrowed = borrowed_arguments(carried);
+    let fresh = quote!(#fresh_fn(#borrowed));
+    let last = moved_arguments(carried);
     let timeout = settings.policy.may_have_timeout();
-    let started_value = if timeout {
-        quote!(#rt::started(#policy, #rt::now_async))
-    } else {
-        quote!(::core::option::Option::None)
-    };
+    let (started_prelude, started) = started(settings, policy, quote!(#rt::now_async), names);
     let holds = &types.holds_give_up;
     let cut_off = |attempts: TokenStream| {
         let give_up = quote_spanned!(names.err_span=>
@@ -703,26 +812,30 @@ fn async_run(
     // error type that is not `Send` never makes the future non-`Send`.
     quote!(
         #require_runtime
-        let #started: ::core::option::Option<::std::time::Instant> = #started_value;
-        if #policy.max_retries() > 1 {
+        #started_prelude
+        if #checked.max_retries() > 1 {
             let #error = #first;
             #fix_error
-            let mut #attempts = #before_any;
-            let #wait = #first_decision;
-            return #rt::boxed(async {
-                let mut #wait = #wait;
-                loop {
-                    #rt::sleep_async(#wait).await;
-                    if #attempts.is_last() {
-                        break;
+            // The retry state is made in this block, whose locals end before the `.await`:
+            // only the box is kept across it, so the function's future stays small.
+            let #retries = {
+                let mut #attempts = #before_any;
+                let #wait = #first_decision;
+                #rt::boxed(async move {
+                    let mut #wait = #wait;
+                    loop {
+                        #rt::sleep_async(#wait).await;
+                        if #attempts.is_last() {
+                            break;
+                        }
+                        let #error = #next;
+                        #wait = #next_decision;
                     }
-                    let #error = #next;
-                    #wait = #next_decision;
-                }
-                // The last attempt takes the caller's values.
-                #last_after_retries
-            })
-            .await;
+                    // The last attempt takes the caller's values.
+                    #last_after_retries
+                })
+            };
+            return #retries.await;
         }
         // The only attempt (`max_retries = 1`) takes the caller's values.
         #only

@@ -167,15 +167,53 @@ pub fn now_async() -> Instant {
 
 /// Runs `attempt` to its end, or until `deadline` if there is one.
 #[cfg(feature = "tokio")]
-pub async fn until_deadline<F: std::future::Future>(
+#[inline]
+pub fn until_deadline<F: std::future::Future>(
     deadline: Option<Instant>,
     attempt: F,
-) -> Result<F::Output, crate::attempts::DeadlinePassed> {
-    match deadline {
-        None => Ok(attempt.await),
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), attempt)
-            .await
-            .map_err(|_| crate::attempts::DeadlinePassed),
+) -> UntilDeadline<F> {
+    UntilDeadline {
+        attempt,
+        timer: deadline.map(|deadline| tokio::time::sleep_until(deadline.into())),
+    }
+}
+
+#[cfg(feature = "tokio")]
+pin_project_lite::pin_project! {
+    /// An attempt raced against the call's deadline. Written out rather than an `async fn`
+    /// around `tokio::time::timeout_at`, which would hold the attempt twice: the annotated
+    /// function's future holds this one inline during its first attempt (see the README's
+    /// "Performance").
+    #[must_use = "futures do nothing unless polled"]
+    pub struct UntilDeadline<F> {
+        #[pin]
+        attempt: F,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<F: std::future::Future> std::future::Future for UntilDeadline<F> {
+    type Output = Result<F::Output, crate::attempts::DeadlinePassed>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+
+        let this = self.project();
+        // The attempt first: one that is ready at the deadline still counts.
+        if let Poll::Ready(output) = this.attempt.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match this.timer.as_pin_mut() {
+            Some(timer) => timer
+                .poll(cx)
+                .map(|()| Err(crate::attempts::DeadlinePassed)),
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -54,17 +54,12 @@ pub fn classify(
 }
 
 /// The type of the nested tuple `(a, (b, ()))` that carries an attempt's by-value
-/// arguments: the attempt closure's parameter then needs no type written, so `impl Trait`
-/// arguments work too (see [`each_attempt`](crate::requirements::each_attempt)).
+/// arguments, learned from what `fresh` makes of them borrowed: the attempt closure's
+/// parameter then needs no type written, so `impl Trait` arguments work too (see
+/// [`each_attempt`](crate::requirements::each_attempt)).
 #[inline(always)]
-pub fn shape_of<A>(_: &A) -> PhantomData<A> {
+pub fn shape_from<R, A, F: Fn(R) -> A>(_: R, _: &F) -> PhantomData<A> {
     PhantomData
-}
-
-/// Gives the closure that copies the arguments its parameter type.
-#[inline(always)]
-pub fn fresh_for<A, F: Fn(&A) -> A>(_: &A, fresh: F) -> F {
-    fresh
 }
 
 /// The retries after a failed first attempt, boxed: the function's own future stays as
