@@ -25,14 +25,23 @@
 #![forbid(unsafe_code)]
 
 pub use retry_macro::{Classify, retry_with_backoff};
-#[cfg(feature = "tokio")]
-pub use retry_runtime::Retryable;
 pub use retry_runtime::{
     BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
-    attempts, backoff, classify, error, hint, http, log, policy, redact, requirements, retry,
-    sleep,
+    attempts, backoff, classify, error, hint, http, log, policy, redact, retry, sleep, timer,
 };
+
+mod async_expansion;
+pub mod requirements;
+#[cfg(feature = "tokio")]
+mod retryable;
+#[cfg(feature = "tokio")]
+mod tokio_timer;
+
+#[cfg(feature = "tokio")]
+pub use retryable::{Retryable, Retrying};
+#[cfg(feature = "tokio")]
+pub use tokio_timer::TokioTimer;
 
 // Lets the crate's own tests and doctests name `::resilience` like users do.
 extern crate self as resilience;
@@ -45,5 +54,6 @@ struct ReadmeDoctests;
 /// What `#[retry_with_backoff]` expands to calls; not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::async_expansion::*;
     pub use retry_runtime::__private::*;
 }

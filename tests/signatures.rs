@@ -1203,6 +1203,40 @@ impl Nested {
         Ok(Local(self.0).get() * 100 + plus_one())
     }
 
+    /// Every place a body's `self` is not the receiver: a `use` tree, a macro definition, a
+    /// nested trait and fn, a module path, `stringify!`.
+    #[retry_with_backoff(max_retries = 3)]
+    fn with_uses_and_macros(&self, calls: &Cell<u32>) -> io::Result<String> {
+        use std::fmt::{self, Write as _};
+        macro_rules! doubled {
+            ($value:expr) => {
+                $value * 2
+            };
+        }
+        trait Describe {
+            fn describe(&self) -> String {
+                String::from("described")
+            }
+        }
+        impl Describe for u8 {}
+        fn helper() -> u32 {
+            self::module_level_value()
+        }
+        if fails_before(calls, 2) {
+            return Err(reset());
+        }
+        let mut out = String::new();
+        let written: fmt::Result = write!(out, "{}", doubled!(self.0));
+        assert!(written.is_ok());
+        Ok(format!(
+            "{out} {} {} {} {}",
+            7u8.describe(),
+            helper(),
+            self::module_level_value() + self.0,
+            stringify!(self)
+        ))
+    }
+
     #[retry_with_backoff(max_retries = 3)]
     fn with_inline_format_self(&self, calls: &Cell<u32>) -> io::Result<String> {
         if fails_before(calls, 2) {
@@ -1223,6 +1257,18 @@ fn nested_items_and_closures_in_a_method_body_keep_their_own_self() {
     let calls = Cell::new(0);
     let (result, _) = on_virtual_clock(|| Nested(4).with_nested_items(&calls));
     assert_eq!(result.unwrap(), 405);
+    assert_eq!(calls.get(), 2);
+}
+
+fn module_level_value() -> u32 {
+    1
+}
+
+#[test]
+fn uses_macro_definitions_and_module_paths_keep_their_self() {
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| Nested(4).with_uses_and_macros(&calls));
+    assert_eq!(result.unwrap(), "8 described 1 5 self");
     assert_eq!(calls.get(), 2);
 }
 

@@ -1,10 +1,11 @@
 //! The forms of function the retry loop cannot serve, each refused with one error on the
 //! token at fault.
 
+use proc_macro2::TokenTree;
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, GenericArgument, PathArguments, ReceiverKind, ReturnType, Signature, Stmt, Token, Type,
+    FnArg, GenericArgument, PathArguments, ReceiverKind, ReturnType, Signature, Token, Type,
     TypeParamBound,
 };
 
@@ -14,7 +15,7 @@ use crate::item::RetryFn;
 /// Reports the forms the retry loop cannot serve, each on its own token.
 pub fn check(item: &RetryFn, errors: &mut Errors) {
     let sig = &item.sig;
-    if item.body.as_deref().is_some_and(instrumented_already) {
+    if item.body.as_ref().is_some_and(instrumented_already) {
         errors.at(
             proc_macro2::Span::call_site(),
             "`#[retry_with_backoff]` is written below `#[tracing::instrument]`, which has already run: its span would open once per attempt and the retry events would fall outside it; write `#[retry_with_backoff]` above `#[tracing::instrument]`",
@@ -93,25 +94,29 @@ fn borrows_from_unique_input(sig: &Signature) -> bool {
     matches!((references.next(), references.next()), (Some(only), None) if unique(only))
 }
 
-/// A `&T` without a lifetime, or with `'_`, anywhere in `ty`.
+/// A `&T` without a lifetime, or with `'_`, anywhere in `ty`. Read as tokens: a lifetime
+/// is a `'` joined to its name.
 fn has_elided_reference(ty: &Type) -> bool {
-    struct Finder(bool);
-    impl<'ast> syn::visit::Visit<'ast> for Finder {
-        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-            if r.lifetime.as_ref().is_none_or(|l| l.ident == "_") {
-                self.0 = true;
+    fn walk(tokens: proc_macro2::TokenStream) -> bool {
+        let mut tokens = tokens.into_iter().peekable();
+        while let Some(token) = tokens.next() {
+            let elided = match token {
+                TokenTree::Punct(p) if p.as_char() == '&' => {
+                    !matches!(tokens.peek(), Some(TokenTree::Punct(q)) if q.as_char() == '\'')
+                }
+                TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    matches!(tokens.peek(), Some(TokenTree::Ident(name)) if name == "_")
+                }
+                TokenTree::Group(group) => walk(group.stream()),
+                _ => false,
+            };
+            if elided {
+                return true;
             }
-            syn::visit::visit_type_reference(self, r);
         }
-        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
-            if l.ident == "_" {
-                self.0 = true;
-            }
-        }
+        false
     }
-    let mut finder = Finder(false);
-    syn::visit::Visit::visit_type(&mut finder, ty);
-    finder.0
+    walk(ty.to_token_stream())
 }
 
 /// Describes a return type that can never be a `Result` (aliases cannot be told apart here;
@@ -182,15 +187,23 @@ pub(crate) fn generic_types(args: &PathArguments) -> impl Iterator<Item = &Type>
 /// Whether `#[tracing::instrument]` has expanded this body already: its output opens (within
 /// its first few statements, sync and async alike) with `let __tracing_attr_span`, a name
 /// tracing-attributes reserves.
-fn instrumented_already(body: &[Stmt]) -> bool {
+fn instrumented_already(body: &proc_macro2::TokenStream) -> bool {
     fn names_its_span(tokens: proc_macro2::TokenStream) -> bool {
         tokens.into_iter().any(|token| match token {
-            proc_macro2::TokenTree::Ident(ident) => ident == "__tracing_attr_span",
-            proc_macro2::TokenTree::Group(group) => names_its_span(group.stream()),
+            TokenTree::Ident(ident) => ident == "__tracing_attr_span",
+            TokenTree::Group(group) => names_its_span(group.stream()),
             _ => false,
         })
     }
-    body.iter()
-        .take(3)
-        .any(|stmt| names_its_span(stmt.to_token_stream()))
+    // The first three statements: the tokens before the third `;` at the body's top level.
+    let mut statements = 0;
+    body.clone()
+        .into_iter()
+        .take_while(|token| {
+            if matches!(token, TokenTree::Punct(p) if p.as_char() == ';') {
+                statements += 1;
+            }
+            statements < 3
+        })
+        .any(|token| names_its_span(token.into()))
 }

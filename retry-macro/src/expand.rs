@@ -44,13 +44,12 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::visit_mut::VisitMut;
-use syn::{ReturnType, Stmt, Type};
+use syn::{ReturnType, Type};
 
 use crate::args::{Given, Key, Policy, Settings, Value};
 use crate::bindings::{Bindings, Carried, bindings};
 use crate::item::RetryFn;
-use crate::receiver::RenameSelf;
+use crate::receiver::rename_self as rename_self_in;
 
 pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let RetryFn {
@@ -68,11 +67,12 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         rebinds,
         rename_self,
     } = bindings(&sig, krate);
-    let mut body: Vec<Stmt> = body.unwrap_or_default();
-    if rename_self {
-        body.iter_mut()
-            .for_each(|stmt| RenameSelf.visit_stmt_mut(stmt));
-    }
+    let body = body.unwrap_or_default();
+    let body = if rename_self {
+        rename_self_in(body)
+    } else {
+        body
+    };
     let names = Names::new(&sig);
     let types = Types::new(&sig, krate, &names);
     let emitter = emitter(krate, &names);
@@ -382,7 +382,7 @@ fn attempt_closure(
     sig: &syn::Signature,
     carried: &[Carried],
     rebinds: &[TokenStream],
-    body: &[Stmt],
+    body: &TokenStream,
     types: &Types,
     krate: &TokenStream,
     names: &Names,
@@ -395,7 +395,7 @@ fn attempt_closure(
     let ret_arrow = &types.ret_arrow;
     let inner = quote!({
         #(#rebinds)*
-        { #(#body)* }
+        { #body }
     });
     let closure = if sig.asyncness.is_some() {
         // An async body's `return`s and tail coerce to its output type only once that type is

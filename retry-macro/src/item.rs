@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
 use syn::parse::{Parse, ParseStream};
-use syn::{Attribute, Block, FnArg, Signature, Stmt, Token, Visibility, braced, token};
+use syn::{Attribute, FnArg, Signature, Token, Visibility, braced, token};
 
 /// The annotated function.
 pub struct RetryFn {
@@ -14,8 +14,9 @@ pub struct RetryFn {
     /// The body's braces, kept so that rustc's suggestions at the body read right.
     pub brace: token::Brace,
     pub inner_attrs: Vec<Attribute>,
-    /// `None` for a trait method without a default body.
-    pub body: Option<Vec<Stmt>>,
+    /// `None` for a trait method without a default body. Kept as tokens: rustc parses it,
+    /// and reports its mistakes better than a macro could.
+    pub body: Option<TokenStream>,
 }
 
 impl Parse for RetryFn {
@@ -47,7 +48,7 @@ impl Parse for RetryFn {
             sig,
             brace,
             inner_attrs: content.call(Attribute::parse_inner)?,
-            body: Some(content.call(Block::parse_within)?),
+            body: Some(content.parse()?),
         })
     }
 }
@@ -71,10 +72,10 @@ impl ToTokens for RetryFn {
             }
         }
         match body {
-            Some(stmts) => {
+            Some(body) => {
                 quote!(#(#attrs)* #vis #sig).to_tokens(tokens);
                 brace.surround(tokens, |tokens| {
-                    quote!(#(#inner_attrs)* #(#stmts)*).to_tokens(tokens);
+                    quote!(#(#inner_attrs)* #body).to_tokens(tokens);
                 });
             }
             None => quote!(#(#attrs)* #vis #sig;).to_tokens(tokens),

@@ -2,9 +2,8 @@
 //! the attempt's own receiver where an attempt binds one (a closure or an async block cannot
 //! rebind `self` itself).
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Spacing, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
-use syn::visit_mut::{self, VisitMut};
 use syn::{Ident, Receiver, ReceiverKind, Type};
 
 use crate::checks::generic_types;
@@ -78,34 +77,102 @@ pub fn self_alias(span: Span) -> Ident {
 
 /// Renames the body's `self` to [`self_alias`], so that each attempt can bind its own copy
 /// or reborrow of the receiver (a closure or async block cannot rebind `self` itself).
-/// Nested items keep their own `self`; `self::path` is a module path and stays.
-pub struct RenameSelf;
-
-impl VisitMut for RenameSelf {
-    fn visit_expr_path_mut(&mut self, expr: &mut syn::ExprPath) {
-        if expr.qself.is_none() && expr.path.segments.len() == 1 {
-            let segment = &mut expr.path.segments[0];
-            if segment.ident == "self" {
-                segment.ident = self_alias(segment.ident.span());
+/// Nested items (`impl`, `trait`, `fn`, `use`, `macro_rules!`) keep their own `self`s;
+/// `self::path` is a module path and stays.
+///
+/// Read as tokens rather than as a syntax tree: the body needs no parsing for this, and
+/// syn's tree walkers would cost every user's build their compile time.
+pub fn rename_self(body: TokenStream) -> TokenStream {
+    let mut out: Vec<TokenTree> = Vec::new();
+    let mut tokens = body.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Ident(ident) if ident == "self" => {
+                out.push(TokenTree::Ident(renamed_unless_path(ident, tokens.peek())));
             }
+            // `impl .. { }`, `trait .. { }`, `fn name .. { }`: up to and including the body.
+            TokenTree::Ident(ident)
+                if ident == "impl"
+                    || ident == "trait"
+                    || (ident == "fn" && matches!(tokens.peek(), Some(TokenTree::Ident(_)))) =>
+            {
+                out.push(TokenTree::Ident(ident));
+                for token in tokens.by_ref() {
+                    let body =
+                        matches!(&token, TokenTree::Group(g) if g.delimiter() == Delimiter::Brace);
+                    out.push(token);
+                    if body {
+                        break;
+                    }
+                }
+            }
+            // `use a::{self, b};`: up to and including the `;`.
+            TokenTree::Ident(ident) if ident == "use" => {
+                out.push(TokenTree::Ident(ident));
+                for token in tokens.by_ref() {
+                    let end = matches!(&token, TokenTree::Punct(p) if p.as_char() == ';');
+                    out.push(token);
+                    if end {
+                        break;
+                    }
+                }
+            }
+            // A macro call, `name!(..)`, or a definition, `macro_rules! name { }`.
+            TokenTree::Ident(ident) if is_bang(tokens.peek()) => {
+                let name = ident.to_string();
+                out.push(TokenTree::Ident(ident));
+                out.extend(tokens.next());
+                if name == "macro_rules" {
+                    out.extend(tokens.next());
+                    out.extend(tokens.next());
+                } else if let Some(TokenTree::Group(_)) = tokens.peek()
+                    && let Some(TokenTree::Group(group)) = tokens.next()
+                {
+                    out.push(TokenTree::Group(macro_input(&name, group)));
+                }
+            }
+            TokenTree::Group(group) => {
+                let mut renamed =
+                    proc_macro2::Group::new(group.delimiter(), rename_self(group.stream()));
+                renamed.set_span(group.span());
+                out.push(TokenTree::Group(renamed));
+            }
+            other => out.push(other),
         }
-        visit_mut::visit_expr_path_mut(self, expr);
     }
+    out.into_iter().collect()
+}
 
-    fn visit_macro_mut(&mut self, mac: &mut syn::Macro) {
-        let name = mac.path.segments.last().map(|s| s.ident.to_string());
-        let name = name.as_deref().unwrap_or_default();
-        // Macros that read their tokens as text (`stringify!(self)`, `concat!("{self}")`) must
-        // see what the user wrote; a macro whose input defines functions or impls has its own
-        // `self`s there.
-        if LITERAL_MACROS.contains(&name) || defines_items(&mac.tokens) {
-            return;
-        }
-        let format_strings = FORMAT_MACROS.contains(&name);
-        mac.tokens = rename_self_tokens(std::mem::take(&mut mac.tokens), format_strings);
+/// `self`, renamed unless `::` follows it (`self::module::item`).
+fn renamed_unless_path(ident: Ident, next: Option<&TokenTree>) -> Ident {
+    if matches!(next, Some(TokenTree::Punct(p)) if p.as_char() == ':') {
+        ident
+    } else {
+        self_alias(ident.span())
     }
+}
 
-    fn visit_item_mut(&mut self, _: &mut syn::Item) {}
+/// A lone `!` after a name: a macro (`a != b` has a `!` joined to its `=`).
+fn is_bang(next: Option<&TokenTree>) -> bool {
+    matches!(next, Some(TokenTree::Punct(p)) if p.as_char() == '!' && p.spacing() == Spacing::Alone)
+}
+
+/// A macro's input with its `self`s renamed, unless the macro reads it as text or defines
+/// items in it; format macros' `"{self}"` captures are renamed too.
+fn macro_input(name: &str, group: proc_macro2::Group) -> proc_macro2::Group {
+    // Macros that read their tokens as text (`stringify!(self)`, `concat!("{self}")`) must
+    // see what the user wrote; a macro whose input defines functions or impls has its own
+    // `self`s there.
+    if LITERAL_MACROS.contains(&name) || defines_items(&group.stream()) {
+        return group;
+    }
+    let format_strings = FORMAT_MACROS.contains(&name);
+    let mut renamed = proc_macro2::Group::new(
+        group.delimiter(),
+        rename_self_tokens(group.stream(), format_strings),
+    );
+    renamed.set_span(group.span());
+    renamed
 }
 
 /// Macros whose input is text, not code.
@@ -198,19 +265,29 @@ fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_m
     Some(renamed)
 }
 
+/// A macro's input: every `self` renamed, format strings' captures too when it is a format
+/// macro's, and a macro called inside it read by its own name (`stringify!` in `format!`).
 fn rename_self_tokens(tokens: TokenStream, format_strings: bool) -> TokenStream {
     let mut out: Vec<TokenTree> = Vec::new();
     let mut tokens = tokens.into_iter().peekable();
     while let Some(token) = tokens.next() {
+        let token = match token {
+            TokenTree::Ident(ident) if is_bang(tokens.peek()) => {
+                let name = ident.to_string();
+                out.push(TokenTree::Ident(ident));
+                out.extend(tokens.next());
+                if let Some(TokenTree::Group(_)) = tokens.peek()
+                    && let Some(TokenTree::Group(group)) = tokens.next()
+                {
+                    out.push(TokenTree::Group(macro_input(&name, group)));
+                }
+                continue;
+            }
+            other => other,
+        };
         out.push(match token {
             TokenTree::Ident(ident) if ident == "self" => {
-                let module_path =
-                    matches!(tokens.peek(), Some(TokenTree::Punct(p)) if p.as_char() == ':');
-                if module_path {
-                    TokenTree::Ident(ident)
-                } else {
-                    TokenTree::Ident(self_alias(ident.span()))
-                }
+                TokenTree::Ident(renamed_unless_path(ident, tokens.peek()))
             }
             TokenTree::Group(group) => {
                 let inner = rename_self_tokens(group.stream(), format_strings);

@@ -318,12 +318,23 @@ pub(crate) fn is_give_up_view(link: &(dyn Error + 'static)) -> bool {
 }
 
 /// The last error of a call whose `timeout` ran out while an attempt was still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no answer within the timeout of {:.1}s", .timeout.as_secs_f64())]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeadlineExceeded {
     /// The bound set on the whole call.
     pub timeout: Duration,
 }
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no answer within the timeout of {:.1}s",
+            self.timeout.as_secs_f64()
+        )
+    }
+}
+
+impl Error for DeadlineExceeded {}
 
 /// Keeps the kind of the last I/O error, so `?` callers that match on kinds still can;
 /// a timeout on the whole call becomes `TimedOut`.

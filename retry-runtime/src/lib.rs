@@ -1,13 +1,13 @@
 //! The runtime of [`resilience`](https://docs.rs/resilience): everything the
 //! `#[retry_with_backoff]` attribute calls, usable on its own through the closure API
-//! ([`Retryable`], [`BlockingRetryable`]).
+//! ([`BlockingRetryable`], and [`Retrying`](retry::Retrying) on any [`timer::AsyncTimer`]).
 //!
 //! One concept per module: [`policy`] (the settings), [`backoff`] (the waits),
 //! [`classify`] (retryable or not), [`hint`] (what the server says about waiting),
 //! [`http`] (HTTP answers as typed errors), [`attempts`] (the state machine a retry loop
 //! drives), [`error`] (`MediaProcessingError`), [`redact`] (credentials out of texts),
-//! [`log`] (the `tracing` events) and [`sleep`] (waiting, and the clock `timeout` is
-//! measured on).
+//! [`log`] (the `tracing` events), [`sleep`] (waiting, and the clock `timeout` is
+//! measured on) and [`timer`] (what an async retry needs of an executor).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +24,7 @@ pub mod requirements;
 pub mod retry;
 mod scan;
 pub mod sleep;
+pub mod timer;
 
 #[doc(hidden)]
 pub mod __private;
@@ -31,6 +32,4 @@ pub mod __private;
 pub use classify::{Classified, Classify, Rule, Verdict};
 pub use error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};
-#[cfg(feature = "tokio")]
-pub use retry::Retryable;
 pub use retry::{BlockingRetryable, RetryError};

@@ -184,13 +184,11 @@ impl InvalidPolicy {
 }
 
 /// Why [`PolicyBuilder::build`] refused its settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidPolicy {
     /// `max_retries` was 0: at least the first attempt must be allowed.
-    #[error("`max_retries` must be at least 1: it counts all attempts, the first included")]
     NoAttempts,
     /// The base delay was above the cap.
-    #[error("`base_delay` ({base_delay:?}) must not be above `max_delay` ({max_delay:?})")]
     BaseAboveMax {
         /// The base delay asked for.
         base_delay: Duration,
@@ -198,9 +196,25 @@ pub enum InvalidPolicy {
         max_delay: Duration,
     },
     /// A timeout of zero would fail every call before it starts.
-    #[error("`timeout` must be above zero")]
     ZeroTimeout,
 }
+
+impl std::fmt::Display for InvalidPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BaseAboveMax {
+                base_delay,
+                max_delay,
+            } => write!(
+                f,
+                "`base_delay` ({base_delay:?}) must not be above `max_delay` ({max_delay:?})"
+            ),
+            Self::NoAttempts | Self::ZeroTimeout => f.write_str(self.message()),
+        }
+    }
+}
+
+impl std::error::Error for InvalidPolicy {}
 
 #[cfg(test)]
 mod tests {

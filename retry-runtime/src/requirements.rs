@@ -139,20 +139,3 @@ pub fn each_async_attempt<A, R, F: AsyncFnMut(A) -> R>(shape: PhantomData<A>, at
     let _ = shape;
     attempt
 }
-
-/// The timer an `async fn` waits on between attempts.
-pub struct Tokio;
-
-/// An `async fn` under the attribute needs an async timer: the `tokio` feature.
-#[diagnostic::on_unimplemented(
-    message = "`#[retry_with_backoff]` on an `async fn` needs the `tokio` feature of `resilience`",
-    label = "this `async fn` waits between attempts with tokio's timer",
-    note = "the feature is on by default; with `default-features = false`, add `features = [\"tokio\"]`"
-)]
-pub trait AsyncRuntime {
-    /// Nothing: its only use is to be required.
-    fn available() {}
-}
-
-#[cfg(feature = "tokio")]
-impl AsyncRuntime for Tokio {}

@@ -328,13 +328,12 @@ impl<F, W, N> BlockingRetry<F, W, N> {
     }
 }
 
-#[cfg(feature = "tokio")]
-pub use with_tokio::{Retryable, Retrying};
+pub use with_timer::Retrying;
 
-#[cfg(feature = "tokio")]
-mod with_tokio {
+mod with_timer {
     use std::fmt::Display;
     use std::future::Future;
+    use std::marker::PhantomData;
     use std::pin::Pin;
     use std::task::{Context, Poll, ready};
 
@@ -349,58 +348,15 @@ mod with_tokio {
     use crate::log::Site;
     use crate::policy::RetryPolicy;
     use crate::requirements::PredicateAnswer as IntoVerdict;
-    use crate::sleep::now_async;
-
-    /// `.retry(&policy)` on a closure that returns a future: the async form. The result is a
-    /// future; dropping it cancels the call at once, mid-wait included.
-    ///
-    /// ```
-    /// use std::{io, time::Duration};
-    /// use resilience::{RetryError, RetryPolicy, Retryable};
-    ///
-    /// static POLICY: RetryPolicy = RetryPolicy::new();
-    ///
-    /// async fn fetch(url: &str) -> Result<String, io::Error> {
-    ///     Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{url}: refused")))
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let outcome = (|| fetch("http://127.0.0.1:9/")).retry(&POLICY).await;
-    /// let Err(RetryError::GaveUp(give_up)) = outcome else { panic!("expected a give-up") };
-    /// assert_eq!(give_up.attempts(), 5);
-    /// # }
-    /// ```
-    pub trait Retryable<T, E, Fut>: FnMut() -> Fut + Sized
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        /// Retries the futures this closure makes under a copy of `policy`; `.await` the
-        /// result.
-        fn retry(self, policy: &RetryPolicy) -> Retrying<Self, Fut>;
-    }
-
-    impl<T, E, Fut, F> Retryable<T, E, Fut> for F
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        fn retry(self, policy: &RetryPolicy) -> Retrying<Self, Fut> {
-            Retrying {
-                op: self,
-                settings: Settings::new(policy),
-                started: None,
-                attempts: None,
-                state: State::Idle,
-            }
-        }
-    }
+    use crate::timer::{AsyncTimer, UntilDeadline, until_deadline};
 
     pin_project! {
-        /// A closure that makes futures, retried: a future itself. Waits with tokio's timer,
-        /// and the policy's `timeout` also cuts off an attempt still running.
+        /// A closure that makes futures, retried: a future itself, made by
+        /// `resilience::Retryable::retry` (with tokio's timer) or [`Retrying::new`] (with any
+        /// [`AsyncTimer`]). Waits on the timer `T`, and the policy's `timeout` also cuts off an
+        /// attempt still running.
         #[must_use = "futures do nothing unless polled"]
-        pub struct Retrying<F, Fut, W = BuiltinRules, N = Silent> {
+        pub struct Retrying<F, Fut, T: AsyncTimer, W = BuiltinRules, N = Silent> {
             op: F,
             settings: Settings<W, N>,
             // When the call started (`Some(None)` without a timeout), read at the first poll:
@@ -409,22 +365,39 @@ mod with_tokio {
             // Built after the first failure only.
             attempts: Option<Attempts>,
             #[pin]
-            state: State<Fut>,
+            state: State<Fut, T::Sleep>,
+            timer: PhantomData<fn() -> T>,
         }
     }
 
     pin_project! {
         #[project = StateProj]
-        enum State<Fut> {
+        enum State<Fut, S> {
             Idle,
             Running { #[pin] attempt: Fut },
-            Bounded { #[pin] attempt: tokio::time::Timeout<Fut> },
-            Sleeping { #[pin] sleep: tokio::time::Sleep },
+            Bounded { #[pin] attempt: UntilDeadline<Fut, S> },
+            Sleeping { #[pin] sleep: S },
             Done,
         }
     }
 
-    impl<F, Fut, W, N> Retrying<F, Fut, W, N> {
+    impl<F, Fut, T: AsyncTimer> Retrying<F, Fut, T> {
+        /// Retries the futures `op` makes under a copy of `policy`, waiting on the timer `T`.
+        /// With tokio, `(|| fetch(url)).retry(&policy)` (`resilience::Retryable`) makes
+        /// the same future.
+        pub fn new(op: F, policy: &RetryPolicy) -> Self {
+            Retrying {
+                op,
+                settings: Settings::new(policy),
+                started: None,
+                attempts: None,
+                state: State::Idle,
+                timer: PhantomData,
+            }
+        }
+    }
+
+    impl<F, Fut, T: AsyncTimer, W, N> Retrying<F, Fut, T, W, N> {
         /// The name the log events carry in their `function` field (default `closure`).
         pub fn named(mut self, name: &'static str) -> Self {
             self.settings.name = name;
@@ -434,10 +407,10 @@ mod with_tokio {
         /// Asks `predicate` first, as the attribute's `retry_if`: it answers `bool` or a
         /// [`Verdict`](crate::Verdict), whose `Unknown` leaves the decision to the built-in
         /// rules. Given twice, the last one counts.
-        pub fn when<T, E, P, V>(self, predicate: P) -> Retrying<F, Fut, When<P>, N>
+        pub fn when<O, E, P, V>(self, predicate: P) -> Retrying<F, Fut, T, When<P>, N>
         where
             F: FnMut() -> Fut,
-            Fut: Future<Output = Result<T, E>>,
+            Fut: Future<Output = Result<O, E>>,
             P: Fn(&E) -> V,
             V: IntoVerdict,
         {
@@ -447,14 +420,15 @@ mod with_tokio {
                 started: self.started,
                 attempts: self.attempts,
                 state: self.state,
+                timer: PhantomData,
             }
         }
 
         /// Calls `hook(&error, wait)` before each wait. Given twice, the last one counts.
-        pub fn notify<T, E, M>(self, hook: M) -> Retrying<F, Fut, W, OnRetry<M>>
+        pub fn notify<O, E, M>(self, hook: M) -> Retrying<F, Fut, T, W, OnRetry<M>>
         where
             F: FnMut() -> Fut,
-            Fut: Future<Output = Result<T, E>>,
+            Fut: Future<Output = Result<O, E>>,
             M: FnMut(&E, Duration),
         {
             Retrying {
@@ -463,27 +437,27 @@ mod with_tokio {
                 started: self.started,
                 attempts: self.attempts,
                 state: self.state,
+                timer: PhantomData,
             }
         }
     }
 
-    impl<F, Fut, T, E, W, N> Future for Retrying<F, Fut, W, N>
+    impl<F, Fut, T, O, E, W, N> Future for Retrying<F, Fut, T, W, N>
     where
+        T: AsyncTimer,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<O, E>>,
         E: Classify + Display + Into<BoxError>,
         W: Decide<E>,
         N: Notify<E>,
     {
-        type Output = Result<T, RetryError<E>>;
+        type Output = Result<O, RetryError<E>>;
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let mut this = self.project();
             loop {
                 let policy = &this.settings.policy;
-                let started = *this
-                    .started
-                    .get_or_insert_with(|| started(policy, now_async));
+                let started = *this.started.get_or_insert_with(|| started(policy, T::now));
                 let outcome = match this.state.as_mut().project() {
                     StateProj::Idle => {
                         let attempt = (this.op)();
@@ -494,10 +468,7 @@ mod with_tokio {
                         this.state.set(match deadline {
                             None => State::Running { attempt },
                             Some(deadline) => State::Bounded {
-                                attempt: tokio::time::timeout_at(
-                                    tokio::time::Instant::from_std(deadline),
-                                    attempt,
-                                ),
+                                attempt: until_deadline::<T, _>(Some(deadline), attempt),
                             },
                         });
                         continue;
@@ -505,7 +476,7 @@ mod with_tokio {
                     StateProj::Running { attempt } => ready!(attempt.poll(cx)),
                     StateProj::Bounded { attempt } => match ready!(attempt.poll(cx)) {
                         Ok(outcome) => outcome,
-                        Err(_elapsed) => {
+                        Err(DeadlinePassed) => {
                             this.state.set(State::Done);
                             let site = Site::closure(this.settings.name);
                             let attempts = this.attempts.get_or_insert_with(|| {
@@ -535,13 +506,13 @@ mod with_tokio {
                             .attempts
                             .get_or_insert_with(|| Attempts::after_first(policy, site, started));
                         this.settings
-                            .after_failure(attempts, error, now_async)
+                            .after_failure(attempts, error, T::now)
                             .map_err(Err)
                     }
                 };
                 match next {
                     Ok(wait) => this.state.set(State::Sleeping {
-                        sleep: tokio::time::sleep(wait),
+                        sleep: T::sleep(wait),
                     }),
                     Err(done) => {
                         this.state.set(State::Done);

@@ -1,8 +1,9 @@
 //! Waiting between attempts, and the clock that `timeout` is measured on.
 //!
 //! Sync calls sleep the thread; a test swaps in a [`VirtualClock`] for the current thread with
-//! [`with_sleeper`], so backoff is checked without real waits. Async calls (feature `tokio`)
-//! use tokio's timer, which tests pause with `#[tokio::test(start_paused = true)]`.
+//! [`with_sleeper`], so backoff is checked without real waits. Async calls wait on an
+//! [`AsyncTimer`](crate::timer::AsyncTimer): `resilience`'s is tokio's, which tests pause
+//! with `#[tokio::test(start_paused = true)]`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -151,70 +152,6 @@ fn now_overridden() -> Instant {
 
 fn current() -> Option<Rc<dyn Sleeper>> {
     CURRENT.with(|current| current.borrow().clone())
-}
-
-/// Waits without blocking the executor's thread; dropping the future cancels the wait.
-#[cfg(feature = "tokio")]
-pub async fn sleep_async(delay: Duration) {
-    tokio::time::sleep(delay).await;
-}
-
-/// The time on tokio's clock, which `#[tokio::test(start_paused = true)]` controls.
-#[cfg(feature = "tokio")]
-pub fn now_async() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// Runs `attempt` to its end, or until `deadline` if there is one.
-#[cfg(feature = "tokio")]
-#[inline]
-pub fn until_deadline<F: std::future::Future>(
-    deadline: Option<Instant>,
-    attempt: F,
-) -> UntilDeadline<F> {
-    UntilDeadline {
-        attempt,
-        timer: deadline.map(|deadline| tokio::time::sleep_until(deadline.into())),
-    }
-}
-
-#[cfg(feature = "tokio")]
-pin_project_lite::pin_project! {
-    /// An attempt raced against the call's deadline. Written out rather than an `async fn`
-    /// around `tokio::time::timeout_at`, which would hold the attempt twice: the annotated
-    /// function's future holds this one inline during its first attempt (see the README's
-    /// "Performance").
-    #[must_use = "futures do nothing unless polled"]
-    pub struct UntilDeadline<F> {
-        #[pin]
-        attempt: F,
-        #[pin]
-        timer: Option<tokio::time::Sleep>,
-    }
-}
-
-#[cfg(feature = "tokio")]
-impl<F: std::future::Future> std::future::Future for UntilDeadline<F> {
-    type Output = Result<F::Output, crate::attempts::DeadlinePassed>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use std::task::Poll;
-
-        let this = self.project();
-        // The attempt first: one that is ready at the deadline still counts.
-        if let Poll::Ready(output) = this.attempt.poll(cx) {
-            return Poll::Ready(Ok(output));
-        }
-        match this.timer.as_pin_mut() {
-            Some(timer) => timer
-                .poll(cx)
-                .map(|()| Err(crate::attempts::DeadlinePassed)),
-            None => Poll::Pending,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -29,11 +29,7 @@ pub use crate::emit_event;
 pub use crate::error::MediaProcessingError;
 pub use crate::log::{Event, Site};
 pub use crate::policy::RetryPolicy;
-#[cfg(feature = "tokio")]
-pub use crate::sleep::{now_async, sleep_async, until_deadline};
 pub use crate::sleep::{now_current, sleep_current};
-#[cfg(not(feature = "tokio"))]
-pub use without_tokio::{now_async, sleep_async, until_deadline};
 
 use crate::classify::order::decide_lazily;
 
@@ -68,28 +64,4 @@ pub fn shape_from<R, A, F: Fn(R) -> A>(_: R, _: &F) -> PhantomData<A> {
 #[inline(never)]
 pub fn boxed<F: Future>(retries: F) -> Pin<Box<F>> {
     Box::pin(retries)
-}
-
-/// Without tokio the expansion of an `async fn` does not compile (see
-/// [`AsyncRuntime`](crate::requirements::AsyncRuntime)); these keep its other calls
-/// well-typed so that that one error is all the user sees.
-#[cfg(not(feature = "tokio"))]
-mod without_tokio {
-    use std::future::Future;
-    use std::time::{Duration, Instant};
-
-    use crate::attempts::DeadlinePassed;
-
-    pub fn now_async() -> Instant {
-        Instant::now()
-    }
-
-    pub async fn sleep_async(_: Duration) {}
-
-    pub async fn until_deadline<F: Future>(
-        _: Option<Instant>,
-        attempt: F,
-    ) -> Result<F::Output, DeadlinePassed> {
-        Ok(attempt.await)
-    }
 }

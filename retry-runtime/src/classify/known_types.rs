@@ -12,7 +12,9 @@ use crate::http::HttpError;
 /// - an [`HttpError`]: by its status ([`by_status`]);
 /// - with feature `reqwest`, a `reqwest::Error`: retryable on a timeout or a failed
 ///   connection, else by its status when it has one;
-/// - with feature `tokio`, `tokio::time::error::Elapsed`: a timeout, retryable.
+/// - tokio's `Elapsed` (what `tokio::time::timeout` fails with): a timeout, retryable. The
+///   runtime does not depend on tokio, so it knows the type by what only it is: a link with
+///   no source whose whole text is `deadline has elapsed`.
 pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
     if let Some(io) = link.downcast_ref::<io::Error>() {
         return by_io_kind(io.kind());
@@ -24,11 +26,45 @@ pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
     if let Some(error) = link.downcast_ref::<reqwest::Error>() {
         return by_reqwest(error);
     }
-    #[cfg(feature = "tokio")]
-    if link.is::<tokio::time::error::Elapsed>() {
+    if is_tokio_elapsed(link) {
         return Verdict::Retryable;
     }
     Verdict::Unknown
+}
+
+/// Whether `link` is tokio's `Elapsed`: no source, and the text `deadline has elapsed`.
+/// Compared as it is written, without formatting it into a `String`.
+fn is_tokio_elapsed(link: &(dyn Error + 'static)) -> bool {
+    use std::fmt::Write;
+
+    /// Matches what is written against `expected`, stopping at the first difference.
+    struct Matches<'a> {
+        rest: &'a str,
+        same: bool,
+    }
+    impl Write for Matches<'_> {
+        fn write_str(&mut self, written: &str) -> std::fmt::Result {
+            match self.rest.strip_prefix(written) {
+                Some(rest) => {
+                    self.rest = rest;
+                    Ok(())
+                }
+                None => {
+                    self.same = false;
+                    Err(std::fmt::Error)
+                }
+            }
+        }
+    }
+    if link.source().is_some() {
+        return false;
+    }
+    let mut matches = Matches {
+        rest: "deadline has elapsed",
+        same: true,
+    };
+    let _ = write!(matches, "{link}");
+    matches.same && matches.rest.is_empty()
 }
 
 /// Timeouts and failed connections are retryable, a status decides by [`by_status`]. A body
@@ -63,7 +99,6 @@ mod tests {
         assert_eq!(by_known_type(&bad), Verdict::NotRetryable);
     }
 
-    #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn a_tokio_timeout_is_retryable() {
         let elapsed = tokio::time::timeout(
@@ -73,5 +108,24 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(by_known_type(&elapsed), Verdict::Retryable);
+    }
+
+    #[test]
+    fn only_the_whole_text_of_a_sourceless_link_is_tokios_elapsed() {
+        assert_eq!(
+            by_known_type(&io::Error::other("deadline has elapsed")),
+            Verdict::Unknown,
+            "an io::Error is read by its kind"
+        );
+        let text = |t: &'static str| -> Box<dyn Error + Send + Sync> { t.into() };
+        assert!(is_tokio_elapsed(&*text("deadline has elapsed")));
+        for other in [
+            "deadline has elapsed!",
+            "deadline has",
+            "the deadline has elapsed",
+            "",
+        ] {
+            assert!(!is_tokio_elapsed(&*text(other)), "{other:?}");
+        }
     }
 }
