@@ -15,6 +15,9 @@ runs=${1:-3}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Every build from clean, with no cache in between: each binary's own target folder, and no
+# compiler wrapper (sccache) that would serve the crates from an earlier build.
+unset RUSTC_WRAPPER CARGO_BUILD_RUSTC_WRAPPER CARGO_BUILD_TARGET_DIR
 
 mkdir -p "$work/attribute/src" "$work/backon/src"
 cat >"$work/attribute/Cargo.toml" <<TOML
@@ -79,7 +82,7 @@ RS
 
 # Fetch first, so that no run times a download.
 for binary in attribute backon; do
-    (cd "$work/$binary" && cargo fetch -q)
+    (cd "$work/$binary" && CARGO_TARGET_DIR="$work/$binary/target" cargo fetch -q)
 done
 
 declare -A total
@@ -88,7 +91,7 @@ for ((run = 1; run <= runs; run++)); do
     for binary in attribute backon; do
         rm -rf "$work/$binary/target"
         start=$(date +%s.%N)
-        (cd "$work/$binary" && cargo build -q)
+        (cd "$work/$binary" && CARGO_TARGET_DIR="$work/$binary/target" cargo build -q)
         end=$(date +%s.%N)
         seconds=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
         total[$binary]=$(awk -v t="${total[$binary]}" -v s="$seconds" 'BEGIN { print t + s }')

@@ -178,7 +178,7 @@ fn deciding_to_retry_a_typed_error_allocates_nothing() {
         )
     });
     assert_eq!(count, 0, "the decision allocated");
-    // The design note's defaults: the wait before attempt 2 is 2 s plus jitter below 1 s.
+    // The defaults (README, "Delays"): the wait before attempt 2 is 2 s plus jitter below 1 s.
     let wait = decision.expect("a reset is retried");
     assert!((2.0..3.0).contains(&wait.as_secs_f64()), "{wait:?}");
 }

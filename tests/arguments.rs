@@ -152,6 +152,58 @@ fn the_policy_expression_may_use_self_and_the_arguments() {
     assert!(clock.sleeps().is_empty());
 }
 
+struct Sender {
+    policy: RetryPolicy,
+    sent: u32,
+}
+
+impl Sender {
+    /// The policy is read from `self`, which the attempts then borrow mutably.
+    #[retry_with_backoff(policy = &self.policy)]
+    fn send(&mut self) -> io::Result<()> {
+        self.sent += 1;
+        Err(reset())
+    }
+}
+
+#[derive(Clone)]
+struct Job {
+    retry: RetryPolicy,
+    body: Vec<u8>,
+}
+
+/// The policy is read from a by-value argument, which the last attempt then takes.
+#[retry_with_backoff(policy = &job.retry)]
+fn submit(job: Job, calls: &Cell<u32>) -> io::Result<usize> {
+    calls.set(calls.get() + 1);
+    drop(job.body);
+    Err(reset())
+}
+
+#[test]
+fn the_policy_expression_may_borrow_what_the_attempts_take() {
+    let two = RetryPolicy::builder()
+        .max_retries(2)
+        .jitter(Duration::ZERO)
+        .build()
+        .unwrap_or_default();
+    let mut uploader = Sender {
+        policy: two,
+        sent: 0,
+    };
+    let (result, _) = on_virtual_clock(|| uploader.send());
+    assert!(result.is_err());
+    assert_eq!(uploader.sent, 2);
+    let calls = Cell::new(0);
+    let job = Job {
+        retry: two,
+        body: b"image".to_vec(),
+    };
+    let (result, _) = on_virtual_clock(|| submit(job, &calls));
+    assert!(result.is_err());
+    assert_eq!(calls.get(), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // `crate = ..`: the attribute through a facade that re-exports it
 

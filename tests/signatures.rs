@@ -1738,3 +1738,97 @@ impl Spelled {
 fn macros_that_read_text_see_self_as_written() {
     assert_eq!(Spelled.spell().unwrap(), ("self", "{self}!"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `self` in the body, where the receiver is by value: what is renamed and what is not
+
+#[derive(Clone, Debug)]
+struct Owned {
+    n: u32,
+    calls: Rc<Cell<u32>>,
+}
+
+impl Owned {
+    fn new(n: u32) -> Self {
+        Self {
+            n,
+            calls: Rc::default(),
+        }
+    }
+
+    /// A format string that captures `self` and another local; a string that only looks
+    /// like a format string; a `use` tree and a macro whose input holds both.
+    #[retry_with_backoff(max_retries = 3)]
+    fn describe(self, url: &str) -> io::Result<(String, String, Vec<u32>)> {
+        if fails_before(&self.calls, 2) {
+            return Err(reset());
+        }
+        let line = format!("{self:?} at {url}");
+        #[allow(clippy::useless_format)]
+        let template = format!("{}", "{self}");
+        assert_eq!(template, "{self}", "{self:?} {url}");
+        let numbers = vec![self.n, {
+            use std::fmt::{self as format};
+            let _: Option<format::Error> = None;
+            1
+        }];
+        Ok((line, template, numbers))
+    }
+}
+
+#[test]
+fn a_by_value_receiver_keeps_format_captures_and_plain_strings_as_written() {
+    let owned = Owned::new(7);
+    let calls = Rc::clone(&owned.calls);
+    let (result, _) = on_virtual_clock(|| owned.describe("http://h.test/x"));
+    let (line, template, numbers) = result.unwrap();
+    assert_eq!(
+        line,
+        "Owned { n: 7, calls: Cell { value: 2 } } at http://h.test/x"
+    );
+    assert_eq!(template, "{self}");
+    assert_eq!(numbers, [7, 1]);
+    assert_eq!(calls.get(), 2);
+}
+
+struct Counted {
+    n: u32,
+}
+
+impl Counted {
+    /// `self: &mut Self` is `&mut self` written out: reborrowed, not cloned.
+    #[allow(clippy::needless_arbitrary_self_type)]
+    #[retry_with_backoff(max_retries = 3)]
+    fn bump(self: &mut Self, calls: &Cell<u32>) -> io::Result<u32> {
+        self.n += 1;
+        if fails_before(calls, 2) {
+            return Err(reset());
+        }
+        Ok(self.n)
+    }
+
+    /// `&self` is captured as it is: `assert!` reports the body's text as written.
+    #[retry_with_backoff(max_retries = 1)]
+    fn check(&self) -> io::Result<u32> {
+        assert!(self.n < 100);
+        Ok(self.n)
+    }
+}
+
+#[test]
+fn a_typed_mut_receiver_is_reborrowed() {
+    let mut counted = Counted { n: 0 };
+    let calls = Cell::new(0);
+    let (result, _) = on_virtual_clock(|| counted.bump(&calls));
+    assert_eq!(result.unwrap(), 2);
+    assert_eq!(counted.n, 2, "each attempt changed the caller's value");
+}
+
+#[test]
+fn a_shared_receiver_reads_as_written_in_a_panic_message() {
+    let panic = std::panic::catch_unwind(|| Counted { n: 100 }.check()).unwrap_err();
+    assert_eq!(
+        panic.downcast_ref::<&str>().copied(),
+        Some("assertion failed: self.n < 100")
+    );
+}

@@ -390,7 +390,9 @@ fn seconds(key: Key, value: &Expr, errors: &mut Errors) -> Option<(Value, Option
         );
         return None;
     }
-    let nanos = (secs * NANOS_PER_SEC).round() as u64;
+    // Truncated to whole nanoseconds, as the runtime converts a constant's seconds: one
+    // value means one duration whichever way it is written.
+    let nanos = (secs * NANOS_PER_SEC) as u64;
     if above_zero && nanos == 0 {
         errors.spanned(value, format!("`{name}` must be above zero seconds"));
         return None;

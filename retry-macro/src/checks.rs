@@ -107,6 +107,21 @@ fn has_elided_reference(ty: &Type) -> bool {
                 TokenTree::Punct(p) if p.as_char() == '\'' => {
                     matches!(tokens.peek(), Some(TokenTree::Ident(name)) if name == "_")
                 }
+                // `fn(&str)`, `Fn(&str) -> bool`: a reference there is the function's own,
+                // higher-ranked, not a borrow of the inputs.
+                TokenTree::Ident(name)
+                    if matches!(name.to_string().as_str(), "fn" | "Fn" | "FnMut" | "FnOnce")
+                        && matches!(tokens.peek(), Some(TokenTree::Group(g)) if g.delimiter() == proc_macro2::Delimiter::Parenthesis) =>
+                {
+                    tokens.next();
+                    // `-> &T` after the parameters is the function's too.
+                    if matches!(tokens.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '-') {
+                        tokens.next();
+                        tokens.next();
+                        skip_type(&mut tokens);
+                    }
+                    false
+                }
                 TokenTree::Group(group) => walk(group.stream()),
                 _ => false,
             };
@@ -117,6 +132,23 @@ fn has_elided_reference(ty: &Type) -> bool {
         false
     }
     walk(ty.to_token_stream())
+}
+
+/// Skips one type in a token stream: up to a `,`, `+` or closing `>` outside its own `<..>`.
+fn skip_type(tokens: &mut std::iter::Peekable<proc_macro2::token_stream::IntoIter>) {
+    let mut depth = 0usize;
+    while let Some(token) = tokens.peek() {
+        if let TokenTree::Punct(p) = token {
+            match p.as_char() {
+                '<' => depth += 1,
+                '>' if depth == 0 => return,
+                '>' => depth -= 1,
+                ',' | '+' if depth == 0 => return,
+                _ => {}
+            }
+        }
+        tokens.next();
+    }
 }
 
 /// Describes a return type that can never be a `Result` (aliases cannot be told apart here;
@@ -206,4 +238,40 @@ fn instrumented_already(body: &proc_macro2::TokenStream) -> bool {
             statements < 3
         })
         .any(|token| names_its_span(token.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elided(ty: &str) -> bool {
+        has_elided_reference(&syn::parse_str(ty).expect("a type"))
+    }
+
+    #[test]
+    fn elided_references_are_told_from_named_and_higher_ranked_ones() {
+        for ty in [
+            "&str",
+            "Result<&str, E>",
+            "Result<Ref<'_, T>, E>",
+            "&&'a T",
+            "Vec<&u8>",
+        ] {
+            assert!(elided(ty), "{ty}");
+        }
+        for ty in [
+            "&'a str",
+            "Result<&'static str, E>",
+            "Result<fn(&str) -> bool, E>",
+            "Result<Box<dyn Fn(&str) -> &str + Send>, E>",
+            "Result<Box<dyn FnMut(&[u8]) -> Vec<&u8>>, E>",
+            "u32",
+        ] {
+            assert!(!elided(ty), "{ty}");
+        }
+        assert!(
+            elided("Result<(fn(&str), &u8), E>"),
+            "a reference after the fn type"
+        );
+    }
 }

@@ -237,9 +237,9 @@ fn site(krate: &TokenStream, names: &Names) -> TokenStream {
 // Input:  `max_retries = 3, base_delay = BASE` (or `policy = &SETTINGS.retry`).
 // Output: how the expansion reaches the policy: `const { &builder().max_retries(3)
 //         .base_delay(checked seconds of BASE).build() }` written where it is used (a constant:
-//         nothing is stored), or a local holding the expression, evaluated once per call.
+//         nothing is stored), or a local copy of `*EXPR`, evaluated once per call.
 struct PolicyRef {
-    /// `let policy: &RetryPolicy = EXPR;` for `policy = ..`; nothing for a built policy.
+    /// `let policy: RetryPolicy = *EXPR;` for `policy = ..`; nothing for a built policy.
     prelude: TokenStream,
     /// What names the `&RetryPolicy` at its first use, where an invalid value fails the build
     /// with our message.
@@ -252,13 +252,35 @@ struct PolicyRef {
 fn policy(settings: &Settings, names: &Names) -> PolicyRef {
     let krate = &settings.krate;
     match &settings.policy {
+        // A copy, so that the expression's borrow (`&self.policy`, `&config.retry`) ends
+        // here and the attempts may take `&mut self` or move the argument.
         Policy::Expr(expr) => {
             let policy = names.local("policy");
+            let given = names.local("given");
             let expr = quote_spanned!(expr.span()=> #expr);
             PolicyRef {
-                prelude: quote!(let #policy: &#krate::RetryPolicy = #expr;),
-                checked: quote!(#policy),
-                value: quote!(#policy),
+                prelude: quote!(
+                    let #policy: #krate::RetryPolicy = {
+                        let #given: &#krate::RetryPolicy = #expr;
+                        *#given
+                    };
+                ),
+                checked: quote!((&#policy)),
+                value: quote!((&#policy)),
+            }
+        }
+        // Literals only: checked by an unnamed `const` item too, which `cargo check` (and so
+        // an editor) evaluates. A constant argument may be `Self::..` or a generic parameter,
+        // which an item cannot see: its checks are in the `const` block, which a build
+        // evaluates.
+        Policy::Built(given) if !given.iter().any(|g| matches!(g.value, Value::Constant(_))) => {
+            let built = built_policy(krate, given, true);
+            PolicyRef {
+                prelude: quote!(const _: () = {
+                    let _ = #built;
+                };),
+                checked: built_policy(krate, given, false),
+                value: built_policy(krate, given, false),
             }
         }
         Policy::Built(given) => PolicyRef {

@@ -27,18 +27,15 @@ pub fn bind_receiver(receiver: &mut Receiver) -> (ReceiverBinding, bool) {
     let no_clone = receiver.attrs.iter().any(is_no_clone);
     receiver.attrs.retain(|a| !is_no_clone(a));
     match &receiver.kind {
-        // A copy of the reference: a borrow the body returns lives as long as the caller's.
-        ReceiverKind::Reference(_, _, None) => (
-            ReceiverBinding::Rebind(Some(quote!(let #alias = #this;))),
-            true,
-        ),
-        ReceiverKind::Reference(_, _, Some(_)) => (
-            ReceiverBinding::Rebind(Some(quote!(let #alias = &mut *#this;))),
-            true,
-        ),
+        // `&self` and `&mut self` (also written `self: &Self`): the attempt closure captures
+        // the reference, and the body keeps its `self` as written.
+        ReceiverKind::Reference(..) => (ReceiverBinding::Rebind(None), false),
+        ReceiverKind::Typed(_, ty) if matches!(**ty, Type::Reference(_)) => {
+            (ReceiverBinding::Rebind(None), false)
+        }
         // The body only borrows it: each attempt uses the caller's `self` through the capture.
         _ if no_clone => (ReceiverBinding::Rebind(None), false),
-        // `self: Pin<&mut Self>` is reborrowed, as `&mut self` is.
+        // `self: Pin<&mut Self>` is reborrowed for each attempt, which may consume its pin.
         ReceiverKind::Typed(_, ty) if is_pin_mut(ty) => {
             receiver.mutability = Some(Default::default());
             (
@@ -69,22 +66,33 @@ fn is_pin_mut(ty: &Type) -> bool {
     })
 }
 
-/// The identifier the body's `self` becomes, so each attempt can bind its own receiver.
-/// It resolves at `mixed_site`, so the body's own `__resilience_self`, if any, stays its own.
+/// The identifier the body's `self` becomes where an attempt binds a receiver of its own (one
+/// passed by value, or a reborrowed `Pin<&mut Self>`). It has the hygiene of the user's
+/// tokens, as the renamed body does: a format string's `{__resilience_self}` capture finds
+/// it, and rustc's suggestions at the body read as the user wrote it.
 pub fn self_alias(span: Span) -> Ident {
-    Ident::new("__resilience_self", Span::mixed_site().located_at(span))
+    Ident::new("__resilience_self", span)
 }
 
 /// Renames the body's `self` to [`self_alias`], so that each attempt can bind its own copy
 /// or reborrow of the receiver (a closure or async block cannot rebind `self` itself).
 /// Nested items (`impl`, `trait`, `fn`, `use`, `macro_rules!`) keep their own `self`s;
-/// `self::path` is a module path and stays.
+/// `self::path` is a module path and stays; a macro's input is renamed unless the macro
+/// reads it as text (`stringify!`).
 ///
 /// Read as tokens rather than as a syntax tree: the body needs no parsing for this, and
 /// syn's tree walkers would cost every user's build their compile time.
 pub fn rename_self(body: TokenStream) -> TokenStream {
+    rename(body, None)
+}
+
+/// [`rename_self`] on `tokens`; `format` is, inside a format macro's input, how many
+/// top-level commas come before its format string, whose `{self}` captures are renamed too.
+fn rename(tokens: TokenStream, format: Option<usize>) -> TokenStream {
     let mut out: Vec<TokenTree> = Vec::new();
-    let mut tokens = body.into_iter().peekable();
+    let mut tokens = tokens.into_iter().peekable();
+    let mut commas = 0;
+    let mut format_string_done = format.is_none();
     while let Some(token) = tokens.next() {
         match token {
             TokenTree::Ident(ident) if ident == "self" => {
@@ -117,7 +125,8 @@ pub fn rename_self(body: TokenStream) -> TokenStream {
                     }
                 }
             }
-            // A macro call, `name!(..)`, or a definition, `macro_rules! name { }`.
+            // A macro call, `name!(..)`, or a definition, `macro_rules! name { }`, whose
+            // `self`s are its callers'.
             TokenTree::Ident(ident) if is_bang(tokens.peek()) => {
                 let name = ident.to_string();
                 out.push(TokenTree::Ident(ident));
@@ -133,9 +142,28 @@ pub fn rename_self(body: TokenStream) -> TokenStream {
             }
             TokenTree::Group(group) => {
                 let mut renamed =
-                    proc_macro2::Group::new(group.delimiter(), rename_self(group.stream()));
+                    proc_macro2::Group::new(group.delimiter(), rename(group.stream(), None));
                 renamed.set_span(group.span());
                 out.push(TokenTree::Group(renamed));
+            }
+            TokenTree::Punct(punct) => {
+                if punct.as_char() == ',' {
+                    commas += 1;
+                }
+                out.push(TokenTree::Punct(punct));
+            }
+            // The format string: the first string literal after its commas that is not a
+            // value (`target: "x"`, `field = "x"` in tracing's macros).
+            TokenTree::Literal(literal)
+                if !format_string_done
+                    && Some(commas) >= format
+                    && literal.to_string().starts_with(['"', 'r'])
+                    && !matches!(out.last(), Some(TokenTree::Punct(p)) if matches!(p.as_char(), '=' | ':')) =>
+            {
+                format_string_done = true;
+                out.push(TokenTree::Literal(
+                    rename_self_in_format_string(&literal).unwrap_or(literal),
+                ));
             }
             other => out.push(other),
         }
@@ -157,20 +185,18 @@ fn is_bang(next: Option<&TokenTree>) -> bool {
     matches!(next, Some(TokenTree::Punct(p)) if p.as_char() == '!' && p.spacing() == Spacing::Alone)
 }
 
-/// A macro's input with its `self`s renamed, unless the macro reads it as text or defines
-/// items in it; format macros' `"{self}"` captures are renamed too.
+/// A macro's input with its `self`s renamed, unless the macro reads it as text.
 fn macro_input(name: &str, group: proc_macro2::Group) -> proc_macro2::Group {
     // Macros that read their tokens as text (`stringify!(self)`, `concat!("{self}")`) must
-    // see what the user wrote; a macro whose input defines functions or impls has its own
-    // `self`s there.
-    if LITERAL_MACROS.contains(&name) || defines_items(&group.stream()) {
+    // see what the user wrote.
+    if LITERAL_MACROS.contains(&name) {
         return group;
     }
-    let format_strings = FORMAT_MACROS.contains(&name);
-    let mut renamed = proc_macro2::Group::new(
-        group.delimiter(),
-        rename_self_tokens(group.stream(), format_strings),
-    );
+    let format = FORMAT_MACROS
+        .iter()
+        .find(|(macro_name, _)| *macro_name == name)
+        .map(|&(_, commas)| commas);
+    let mut renamed = proc_macro2::Group::new(group.delimiter(), rename(group.stream(), format));
     renamed.set_span(group.span());
     renamed
 }
@@ -192,48 +218,43 @@ const LITERAL_MACROS: &[&str] = &[
     "module_path",
 ];
 
-/// Macros whose string literal is a format string that may capture `{self}` by name.
-const FORMAT_MACROS: &[&str] = &[
-    "format",
-    "format_args",
-    "print",
-    "println",
-    "eprint",
-    "eprintln",
-    "write",
-    "writeln",
-    "panic",
-    "assert",
-    "assert_eq",
-    "assert_ne",
-    "debug_assert",
-    "debug_assert_eq",
-    "debug_assert_ne",
-    "unreachable",
-    "todo",
-    "unimplemented",
-    "trace",
-    "debug",
-    "info",
-    "warn",
-    "error",
-    "event",
-    "anyhow",
-    "bail",
-    "ensure",
-    "format_err",
+/// Macros with a format string that may capture `{self}` by name, and how many top-level
+/// commas come before it (`write!(f, "..")`: one; `assert_eq!(a, b, "..")`: two).
+const FORMAT_MACROS: &[(&str, usize)] = &[
+    ("format", 0),
+    ("format_args", 0),
+    ("print", 0),
+    ("println", 0),
+    ("eprint", 0),
+    ("eprintln", 0),
+    ("write", 1),
+    ("writeln", 1),
+    ("panic", 0),
+    ("assert", 1),
+    ("assert_eq", 2),
+    ("assert_ne", 2),
+    ("debug_assert", 1),
+    ("debug_assert_eq", 2),
+    ("debug_assert_ne", 2),
+    ("unreachable", 0),
+    ("todo", 0),
+    ("unimplemented", 0),
+    ("trace", 0),
+    ("debug", 0),
+    ("info", 0),
+    ("warn", 0),
+    ("error", 0),
+    ("event", 0),
+    ("anyhow", 0),
+    ("bail", 0),
+    ("ensure", 1),
+    ("format_err", 0),
 ];
-
-fn defines_items(tokens: &TokenStream) -> bool {
-    tokens.clone().into_iter().any(|token| match token {
-        TokenTree::Ident(ident) => ident == "fn" || ident == "impl" || ident == "trait",
-        TokenTree::Group(group) => defines_items(&group.stream()),
-        _ => false,
-    })
-}
 
 /// `"{self}"` and `"{self:?}"` capture `self` by name; they must capture the attempt's own
 /// receiver too. Returns the literal with those captures renamed, or `None` if it has none.
+/// The literal keeps its span: its other captures (`{url}`) resolve as the user wrote them,
+/// and the alias has the user's hygiene too.
 fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_macro2::Literal> {
     let source = literal.to_string();
     if !source.starts_with('"') || !source.contains("{self") {
@@ -260,49 +281,6 @@ fn rename_self_in_format_string(literal: &proc_macro2::Literal) -> Option<proc_m
         return None;
     }
     let mut renamed: proc_macro2::Literal = out.parse().ok()?;
-    // `format_args!` resolves a captured name with the string's own hygiene.
-    renamed.set_span(Span::mixed_site().located_at(literal.span()));
+    renamed.set_span(literal.span());
     Some(renamed)
-}
-
-/// A macro's input: every `self` renamed, format strings' captures too when it is a format
-/// macro's, and a macro called inside it read by its own name (`stringify!` in `format!`).
-fn rename_self_tokens(tokens: TokenStream, format_strings: bool) -> TokenStream {
-    let mut out: Vec<TokenTree> = Vec::new();
-    let mut tokens = tokens.into_iter().peekable();
-    while let Some(token) = tokens.next() {
-        let token = match token {
-            TokenTree::Ident(ident) if is_bang(tokens.peek()) => {
-                let name = ident.to_string();
-                out.push(TokenTree::Ident(ident));
-                out.extend(tokens.next());
-                if let Some(TokenTree::Group(_)) = tokens.peek()
-                    && let Some(TokenTree::Group(group)) = tokens.next()
-                {
-                    out.push(TokenTree::Group(macro_input(&name, group)));
-                }
-                continue;
-            }
-            other => other,
-        };
-        out.push(match token {
-            TokenTree::Ident(ident) if ident == "self" => {
-                TokenTree::Ident(renamed_unless_path(ident, tokens.peek()))
-            }
-            TokenTree::Group(group) => {
-                let inner = rename_self_tokens(group.stream(), format_strings);
-                let mut renamed = proc_macro2::Group::new(group.delimiter(), inner);
-                renamed.set_span(group.span());
-                TokenTree::Group(renamed)
-            }
-            TokenTree::Literal(literal) if format_strings => {
-                match rename_self_in_format_string(&literal) {
-                    Some(renamed) => TokenTree::Literal(renamed),
-                    None => TokenTree::Literal(literal),
-                }
-            }
-            other => other,
-        });
-    }
-    out.into_iter().collect()
 }
