@@ -1,42 +1,50 @@
 //! Graceful degradation with a real database: a media-task queue kept in SQLite.
 //!
-//! Each task is an image to analyse. A worker claims one pending task at a time, analyses it
-//! through a function under `#[retry_with_backoff]`, and records the outcome. When the retries
-//! are spent, the `MediaProcessingError` is saved with the task: status `failed`, the error
-//! message, the attempt count and the server's retry-after hint, in one transaction. A bad
-//! request (not retryable) is saved as `failed` too. Nothing is lost; `--retry-failed` puts the
-//! failed tasks back in the queue for another go.
+//! Each task is an image to analyse. A worker claims one task at a time, analyses it through a
+//! function under `#[retry_with_backoff]`, and records the outcome. When the retries are spent,
+//! the `MediaProcessingError` is saved with the task: status `failed`, the error message, the
+//! attempt count and the server's retry-after hint, in one transaction. A bad request (not
+//! retryable) is saved as `failed` too. Nothing is lost; `--retry-failed` puts the failed tasks
+//! back in the queue for another go.
 //!
 //! ```text
 //! cargo run --example media_queue                       # the whole story, in a temp dir
 //! cargo run --example media_queue -- --db q.db --seed 20
 //! cargo run --example media_queue -- --db q.db --work --report
+//! cargo run --example media_queue -- --db q.db --work &  # as many workers as you like
 //! cargo run --example media_queue -- --db q.db --retry-failed --work --report
 //! ```
 //!
 //! Actions given together run in this order: seed, retry-failed, work, report.
 //!
-//! The guarantee, which `tests/media_queue.rs` checks by SIGKILLing the worker at random points:
-//! every task ends `done` or `failed`, and each (re)queueing of a task gets exactly one terminal
-//! outcome, recorded in the same transaction as the task's new status. A worker killed mid-task
-//! leaves the task `processing`; the next worker puts it back to `pending` and analyses it again,
-//! so the API may be called again for that image (at-least-once calls), but its outcome is never
-//! recorded twice and never dropped.
+//! The guarantee, which `tests/media_queue.rs` checks by crashing workers at every point
+//! between two writes, by SIGKILLing them at random, and by running several at once: every task
+//! ends `done` or `failed`, and each (re)queueing of a task gets exactly one terminal outcome,
+//! recorded in the same transaction as the task's new status. Workers claim a task under a
+//! lease (`queue.rs`); a worker killed mid-task leaves the task `processing` until its lease
+//! runs out, then another worker takes it over and analyses it again, so the API may be called
+//! again for that image (at-least-once calls), but its outcome is never recorded twice and
+//! never dropped.
 //!
 //! The "Gemini API" is `fault-server`'s fake Gemini on 127.0.0.1, called over HTTP; each
-//! `--work` starts one, scripted per image (see `fake_gemini`). Setting `MEDIA_QUEUE_SLOW_MS`
-//! makes each attempt sleep that long first, so that a test can kill the worker mid-task.
+//! `--work` starts one, scripted per image (see `fake_gemini`). For the tests: setting
+//! `MEDIA_QUEUE_SLOW_MS` makes each attempt sleep that long first, and `crash_points.rs` names
+//! the points where `MEDIA_QUEUE_CRASH_AT` crashes the worker and `MEDIA_QUEUE_PAUSE_AT` holds it.
+
+mod crash_points;
+mod queue;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
+use crash_points::Point;
 use fault_server::{FakeGemini, Fault, FaultServer, GeminiFaults};
+use queue::{Claim, Outcome, Recorded};
 use resilience::http::{HttpError, error_for_status};
 use resilience::{Classify, MediaProcessingError, retry_with_backoff};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::Connection;
 
 /// A media-task queue in SQLite, worked through a flaky fake Gemini.
 ///
@@ -57,12 +65,16 @@ struct Args {
     /// Requeue every failed task as pending, keeping its history
     #[arg(long)]
     retry_failed: bool,
-    /// Process tasks until none is pending
+    /// Process tasks until every one is done or failed
     #[arg(long)]
     work: bool,
     /// Print every task: id, image, status, attempts, error, retry_after
     #[arg(long)]
     report: bool,
+    /// How long a claim holds a task before another worker may take it over. Keep it above
+    /// `analyze`'s `timeout` (30 s), so that a live worker always finishes inside its lease.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    lease_ms: u64,
 }
 
 // -------------------------------------------------------------------------------------------
@@ -98,14 +110,28 @@ struct Gemini {
 /// attempt, and the count survives).
 ///
 /// Production would use the defaults, `max_retries = 5, base_delay = 1.0, max_delay = 30.0`;
-/// the demo waits a hundred times less.
-#[retry_with_backoff(max_retries = 3, base_delay = 0.01, max_delay = 0.05, jitter = 0.01)]
+/// the demo waits a hundred times less. `timeout` bounds the whole call, waits included, so
+/// that a worker finishes each task well inside its lease (`--lease-ms`).
+#[retry_with_backoff(
+    max_retries = 3,
+    base_delay = 0.01,
+    max_delay = 0.05,
+    jitter = 0.01,
+    timeout = 30.0
+)]
 async fn analyze(
     gemini: &Gemini,
     image: &str,
     attempts: &mut u32,
 ) -> Result<String, AnalysisError> {
     *attempts += 1;
+    let answer = ask(gemini, image).await;
+    crash_points::reached(Point::Attempted);
+    answer
+}
+
+/// One attempt: the request, its status and its answer's text.
+async fn ask(gemini: &Gemini, image: &str) -> Result<String, AnalysisError> {
     if let Some(slow) = slow_attempts() {
         tokio::time::sleep(slow).await;
     }
@@ -172,22 +198,14 @@ fn behaviour(image: &str) -> Behaviour {
 /// to wait.
 const RESOURCE_EXHAUSTED: &str = r#"Resource Exhausted: {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.02s"}]}}"#;
 
-/// The fake Gemini for one `--work`: each pending image gets the answers of its behaviour on
+/// The fake Gemini for one `--work`: each unfinished image gets the answers of its behaviour on
 /// this pass (how many outcomes its task already had). Fixed by the name and the pass, they
-/// are the same in every run and after every restart of a killed worker.
+/// are the same in every run, after every restart of a killed worker, and in every worker.
 fn fake_gemini(conn: &Connection) -> anyhow::Result<FakeGemini> {
-    let mut pending = conn.prepare(
-        "SELECT image, (SELECT count(*) FROM completions WHERE task_id = tasks.id)
-         FROM tasks WHERE status = 'pending'",
-    )?;
-    let rows = pending.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
-    })?;
     let unavailable = || Fault::status(503, "Service Unavailable");
     let quota = || Fault::status(429, RESOURCE_EXHAUSTED);
     let mut fake = FakeGemini::new(GeminiFaults::NONE);
-    for row in rows {
-        let (image, pass) = row?;
+    for (image, pass) in queue::unfinished(conn)? {
         fake = match (behaviour(&image), pass) {
             (Behaviour::Fine, _) => fake,
             (Behaviour::Unavailable1, _) => fake.script(image, [unavailable()]),
@@ -204,181 +222,17 @@ fn fake_gemini(conn: &Connection) -> anyhow::Result<FakeGemini> {
 }
 
 // -------------------------------------------------------------------------------------------
-// The queue
+// The worker
 
-/// The schema. `completions` gets one row per terminal transition (`done` or `failed`), written
-/// in the same transaction as the task's status: a task processed twice would show two rows.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tasks (
-    id             INTEGER PRIMARY KEY,
-    image          TEXT NOT NULL,
-    status         TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'done', 'failed')),
-    attempts       INTEGER NOT NULL DEFAULT 0,
-    error          TEXT,
-    retry_after_ms INTEGER,
-    result         TEXT,
-    updated_at     TEXT
-);
-CREATE TABLE IF NOT EXISTS completions (
-    task_id INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    at      TEXT
-);
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, id);
-CREATE INDEX IF NOT EXISTS completions_by_task ON completions (task_id);
-";
+/// How long a worker with nothing to claim waits before it looks again, at most: a task held by
+/// another worker may finish long before its lease ends.
+const POLL: Duration = Duration::from_millis(50);
 
-/// SQLite's clock, to the millisecond, in UTC.
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
-/// Opens (and if need be creates) the queue. WAL lets `--report` read while a worker writes;
-/// `synchronous = FULL` makes every commit durable, not only against a killed process (which
-/// WAL survives anyway) but against a power cut too.
-fn open(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        bail!(
-            "{}: could not switch to WAL (journal_mode is {mode})",
-            path.display()
-        );
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
-
-/// Inserts `count` pending tasks, numbering on from the tasks already there.
-fn seed(conn: &mut Connection, count: u32) -> anyhow::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let existing: u32 = tx.query_row("SELECT count(*) FROM tasks", [], |row| row.get(0))?;
-    {
-        let mut insert = tx.prepare(&format!(
-            "INSERT INTO tasks (image, status, updated_at) VALUES (?1, 'pending', {NOW})"
-        ))?;
-        for n in existing + 1..=existing + count {
-            insert.execute([format!("image-{n:04}.jpg")])?;
-        }
-    }
-    tx.commit()?;
-    println!("seeded {count} pending tasks");
-    Ok(())
-}
-
-/// Puts tasks left `processing` by a killed worker back to `pending`.
-///
-/// This is only correct because there is a single worker per database: a task is
-/// `processing` at startup only if the worker that claimed it is dead. Several concurrent
-/// workers would need a lease instead (a `claimed_until` time that others may take over
-/// after), or they would steal each other's live tasks.
-fn recover(conn: &mut Connection) -> anyhow::Result<usize> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let recovered = tx.execute(
-        &format!(
-            "UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE status = 'processing'"
-        ),
-        [],
-    )?;
-    tx.commit()?;
-    Ok(recovered)
-}
-
-/// A task claimed by this worker.
-struct Claimed {
-    id: i64,
-    image: String,
-}
-
-/// Moves the oldest pending task to `processing`, in one transaction.
-fn claim(conn: &mut Connection) -> anyhow::Result<Option<Claimed>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let next = tx
-        .query_row(
-            "SELECT id, image FROM tasks WHERE status = 'pending' ORDER BY id LIMIT 1",
-            [],
-            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-        )
-        .optional()?;
-    let Some((id, image)) = next else {
-        return Ok(None);
-    };
-    tx.execute(
-        &format!("UPDATE tasks SET status = 'processing', updated_at = {NOW} WHERE id = ?1"),
-        [id],
-    )?;
-    tx.commit()?;
-    Ok(Some(Claimed { id, image }))
-}
-
-/// How a task ended.
-enum Outcome {
-    Done {
-        result: String,
-        attempts: u32,
-    },
-    Failed {
-        error: String,
-        attempts: u32,
-        retry_after: Option<Duration>,
-    },
-}
-
-/// Records a task's outcome: its new status and its `completions` row, in one transaction.
-/// The update only applies to a task this worker holds (`processing`); anything else is a bug,
-/// and the transaction is rolled back rather than record an outcome twice.
-fn finish(conn: &mut Connection, id: i64, outcome: &Outcome) -> anyhow::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (status, changed) = match outcome {
-        Outcome::Done { result, attempts } => (
-            "done",
-            tx.execute(
-                &format!(
-                    "UPDATE tasks SET status = 'done', result = ?2, attempts = ?3, error = NULL,
-                     retry_after_ms = NULL, updated_at = {NOW}
-                     WHERE id = ?1 AND status = 'processing'"
-                ),
-                params![id, result, attempts],
-            )?,
-        ),
-        Outcome::Failed {
-            error,
-            attempts,
-            retry_after,
-        } => {
-            let retry_after_ms =
-                retry_after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            (
-                "failed",
-                tx.execute(
-                    &format!(
-                        "UPDATE tasks SET status = 'failed', error = ?2, attempts = ?3,
-                         retry_after_ms = ?4, result = NULL, updated_at = {NOW}
-                         WHERE id = ?1 AND status = 'processing'"
-                    ),
-                    params![id, error, attempts, retry_after_ms],
-                )?,
-            )
-        }
-    };
-    if changed != 1 {
-        bail!("task {id} was not being processed; its outcome is not recorded twice");
-    }
-    tx.execute(
-        &format!("INSERT INTO completions (task_id, outcome, at) VALUES (?1, ?2, {NOW})"),
-        params![id, status],
-    )?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Processes tasks until none is pending. Returns how many were finished.
-async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
-    let recovered = recover(conn)?;
-    if recovered > 0 {
-        println!("recovered {recovered} task(s) left `processing` by a stopped worker");
-    }
-    // Started after `recover`, so that its scripts cover the tasks a killed worker left.
+/// Processes tasks until every one is `done` or `failed`. Returns how many this worker finished.
+async fn work(conn: &mut Connection, lease: Duration) -> anyhow::Result<u32> {
+    let worker = format!("worker {}", std::process::id());
+    // Started before the first claim, so that its scripts cover every unfinished task,
+    // those held by other workers too: any of them may be taken over.
     let server = FaultServer::gemini(fake_gemini(conn)?).await?;
     let gemini = Gemini {
         // `no_proxy`: 127.0.0.1 is reached directly, even where HTTP_PROXY is set.
@@ -389,7 +243,28 @@ async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
         url: server.url("/v1beta/models/gemini-2.0-flash:generateContent"),
     };
     let mut finished = 0;
-    while let Some(task) = claim(conn)? {
+    let mut waiting = false;
+    loop {
+        let task = match queue::claim(conn, &worker, lease)? {
+            Claim::Task(task) => task,
+            Claim::Empty => return Ok(finished),
+            Claim::Wait { held, next_expiry } => {
+                if !waiting {
+                    println!("waiting: {held} task(s) held by other workers");
+                    waiting = true;
+                }
+                tokio::time::sleep(next_expiry.min(POLL)).await;
+                continue;
+            }
+        };
+        waiting = false;
+        if let Some(previous) = &task.taken_over_from {
+            println!(
+                "took over #{} {}: the lease of {previous} ran out",
+                task.id, task.image
+            );
+        }
+        crash_points::reached(Point::Claimed);
         let mut attempts = 0;
         let outcome = match analyze(&gemini, &task.image, &mut attempts).await {
             Ok(result) => Outcome::Done { result, attempts },
@@ -409,7 +284,16 @@ async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
                 retry_after: None,
             },
         };
-        finish(conn, task.id, &outcome)?;
+        crash_points::reached(Point::Analyzed);
+        if queue::finish(conn, &task, &outcome)? == Recorded::LeaseLost {
+            println!(
+                "lost    #{} {}: the lease ran out and another worker took the task over; \
+                 it records the outcome",
+                task.id, task.image
+            );
+            continue;
+        }
+        crash_points::reached(Point::Finished);
         finished += 1;
         match &outcome {
             Outcome::Done { attempts, .. } => {
@@ -423,60 +307,35 @@ async fn work(conn: &mut Connection) -> anyhow::Result<u32> {
             ),
         }
     }
-    Ok(finished)
-}
-
-/// Requeues every failed task. Its error, attempt count and hint stay on the row until its
-/// next outcome, and its `completions` rows stay: the history is kept.
-fn retry_failed(conn: &mut Connection) -> anyhow::Result<usize> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let requeued = tx.execute(
-        &format!("UPDATE tasks SET status = 'pending', updated_at = {NOW} WHERE status = 'failed'"),
-        [],
-    )?;
-    tx.commit()?;
-    println!("requeued {requeued} failed task(s)");
-    Ok(requeued)
 }
 
 /// Prints every task as a table; long errors are shortened (the database keeps them whole).
 fn report(conn: &Connection) -> anyhow::Result<()> {
-    let mut rows = conn.prepare(
-        "SELECT id, image, status, attempts, error, retry_after_ms FROM tasks ORDER BY id",
-    )?;
-    let rows = rows.query_map([], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, u32>(3)?,
-            row.get::<_, Option<String>>(4)?,
-            row.get::<_, Option<i64>>(5)?,
-        ))
-    })?;
+    let queue::Report {
+        rows,
+        counts,
+        completions,
+    } = queue::report(conn)?;
     println!(
         "{:>4}  {:<16} {:<10} {:>8}  {:<11}  error",
         "id", "image", "status", "attempts", "retry_after"
     );
     for row in rows {
-        let (id, image, status, attempts, error, retry_after_ms) = row?;
-        let retry_after = retry_after_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"));
-        let error = error.map_or_else(|| "-".to_owned(), |e| shorten(&e, 64));
-        println!("{id:>4}  {image:<16} {status:<10} {attempts:>8}  {retry_after:<11}  {error}");
+        let retry_after = row
+            .retry_after_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"));
+        let error = row
+            .error
+            .map_or_else(|| "-".to_owned(), |e| shorten(&e, 64));
+        println!(
+            "{:>4}  {:<16} {:<10} {:>8}  {retry_after:<11}  {error}",
+            row.id, row.image, row.status, row.attempts
+        );
     }
-    let mut counts =
-        conn.prepare("SELECT status, count(*) FROM tasks GROUP BY status ORDER BY status")?;
     let counts: Vec<String> = counts
-        .query_map([], |row| {
-            Ok(format!(
-                "{} {}",
-                row.get::<_, u32>(1)?,
-                row.get::<_, String>(0)?
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let completions: u32 =
-        conn.query_row("SELECT count(*) FROM completions", [], |row| row.get(0))?;
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect();
     println!(
         "tasks: {}; completions recorded: {completions}",
         counts.join(", ")
@@ -493,11 +352,23 @@ fn shorten(text: &str, max_chars: usize) -> String {
     short
 }
 
+fn seed(conn: &mut Connection, count: u32) -> anyhow::Result<()> {
+    queue::seed(conn, count)?;
+    println!("seeded {count} pending tasks");
+    Ok(())
+}
+
+fn retry_failed(conn: &mut Connection) -> anyhow::Result<()> {
+    let requeued = queue::requeue_failed(conn)?;
+    println!("requeued {requeued} failed task(s)");
+    Ok(())
+}
+
 // -------------------------------------------------------------------------------------------
 // Command line
 
 async fn run(args: &Args) -> anyhow::Result<()> {
-    let mut conn = open(&args.db)?;
+    let mut conn = queue::open(&args.db)?;
     if let Some(count) = args.seed {
         seed(&mut conn, count)?;
     }
@@ -505,8 +376,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         retry_failed(&mut conn)?;
     }
     if args.work {
-        let finished = work(&mut conn).await?;
-        println!("no pending task left ({finished} finished in this run)");
+        let finished = work(&mut conn, Duration::from_millis(args.lease_ms)).await?;
+        println!("no task left to do ({finished} finished by this worker)");
     }
     if args.report {
         report(&conn)?;
@@ -525,7 +396,8 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 async fn demo_in(db: &Path) -> anyhow::Result<()> {
-    let mut conn = open(db)?;
+    let mut conn = queue::open(db)?;
+    let lease = Duration::from_secs(60);
     println!("A media queue in {} (removed at the end).", db.display());
     println!("The retry log goes to stderr; the outcome of each task to stdout.\n");
 
@@ -533,7 +405,7 @@ async fn demo_in(db: &Path) -> anyhow::Result<()> {
     seed(&mut conn, 12)?;
 
     println!("\n== 2. Work: 503s and 429s are retried; what still fails is saved, not lost ==");
-    work(&mut conn).await?;
+    work(&mut conn, lease).await?;
 
     println!("\n== 3. Report ==");
     report(&conn)?;
@@ -542,7 +414,7 @@ async fn demo_in(db: &Path) -> anyhow::Result<()> {
     retry_failed(&mut conn)?;
 
     println!("\n== 5. Work again: the rate-limited images pass; the invalid image fails again ==");
-    work(&mut conn).await?;
+    work(&mut conn, lease).await?;
 
     println!("\n== 6. Report ==");
     report(&conn)?;
@@ -557,6 +429,7 @@ async fn demo_in(db: &Path) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     // A bad flag, or none of the actions, prints clap's error and the usage (exit code 2).
     let args = (std::env::args_os().len() > 1).then(Args::parse);
+    crash_points::install_from_env()?;
 
     // The attribute's events (target `resilience`): `Retry 1/3 after 503 ...: waiting 0.0s`,
     // `Success on attempt 2`, `Giving up after 3 attempts ...`, `Not retrying: 400 ...`.
