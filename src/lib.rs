@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub use retry_macro::{Classify, retry_with_backoff};
+#[cfg(feature = "tonic")]
+pub use retry_runtime::grpc;
 pub use retry_runtime::{
     BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,

@@ -18,6 +18,9 @@ pub struct ServerWords {
     /// The answer names a per-day quota (`quotaId` containing `PerDay`): retrying within
     /// minutes cannot help, whatever else the text says ("Your quota will reset after 12h").
     pub per_day_quota: bool,
+    /// The server asks not to be retried at all: a negative or unreadable gRPC
+    /// `grpc-retry-pushback-ms` (gRFC A6).
+    pub no_retry: bool,
 }
 
 impl ServerWords {
@@ -26,6 +29,7 @@ impl ServerWords {
         ServerWords {
             retry_after: self.retry_after.or(other.retry_after),
             per_day_quota: self.per_day_quota || other.per_day_quota,
+            no_retry: self.no_retry || other.no_retry,
         }
     }
 }
@@ -53,6 +57,7 @@ pub fn read_text(text: &str) -> ServerWords {
     ServerWords {
         retry_after,
         per_day_quota,
+        no_retry: false,
     }
 }
 

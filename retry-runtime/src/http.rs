@@ -73,6 +73,7 @@ impl HttpError {
         ServerWords {
             retry_after: self.header_retry_after,
             per_day_quota: false,
+            no_retry: false,
         }
         .or(read_text(&self.body))
     }

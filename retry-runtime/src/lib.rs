@@ -15,6 +15,8 @@ pub mod attempts;
 pub mod backoff;
 pub mod classify;
 pub mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod hint;
 pub mod http;
 pub mod log;

@@ -31,7 +31,7 @@ pub(crate) fn links<'a>(
 pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
     let mut text = String::new();
     for link in links(error) {
-        let part = display(link);
+        let part = link_text(link);
         if text.is_empty() {
             text = part;
         } else if !part.is_empty() && !text.contains(part.as_str()) {
@@ -40,6 +40,17 @@ pub fn text_with_causes(error: &(dyn Error + 'static)) -> String {
         }
     }
     text
+}
+
+/// One link's text: its `Display`, but a gRPC status as its code and message
+/// ([`grpc::text`](crate::grpc::text)), without the `Debug` of its source that tonic's own
+/// `Display` appends (the source follows as the next link).
+fn link_text(link: &(dyn Error + 'static)) -> String {
+    #[cfg(feature = "tonic")]
+    if let Some(status) = link.downcast_ref::<tonic::Status>() {
+        return crate::grpc::text(status);
+    }
+    display(link)
 }
 
 /// A `Display`'s text. Unlike `to_string`, a `Display` that returns an error does not panic:

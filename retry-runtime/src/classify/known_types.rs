@@ -12,6 +12,9 @@ use crate::http::HttpError;
 /// - an [`HttpError`]: by its status ([`by_status`]);
 /// - with feature `reqwest`, a `reqwest::Error`: retryable on a timeout or a failed
 ///   connection, else by its status when it has one;
+/// - with feature `tonic`, a `tonic::Status` by its code ([`by_grpc_code`](super::by_grpc_code)),
+///   and tonic's `TimeoutExpired` (a client deadline) and `ConnectError` (a connection that
+///   could not be made, inside a `tonic::transport::Error`): retryable;
 /// - tokio's `Elapsed` (what `tokio::time::timeout` fails with): a timeout, retryable. The
 ///   runtime does not depend on tokio, so it knows the type by what only it is: a link with
 ///   no source whose whole text is `deadline has elapsed`.
@@ -25,6 +28,14 @@ pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
     #[cfg(feature = "reqwest")]
     if let Some(error) = link.downcast_ref::<reqwest::Error>() {
         return by_reqwest(error);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(status) = link.downcast_ref::<tonic::Status>() {
+        return super::grpc_code::by_grpc_status(status);
+    }
+    #[cfg(feature = "tonic")]
+    if link.is::<tonic::TimeoutExpired>() || link.is::<tonic::ConnectError>() {
+        return Verdict::Retryable;
     }
     if is_tokio_elapsed(link) {
         return Verdict::Retryable;

@@ -3,10 +3,11 @@
 //! The first rule that knows decides, in this order (`order.rs` applies it, for every path):
 //! 1. the function's own predicate (`retry_if`, or `.when` in the closure API);
 //! 2. an inner retried call that already gave up is never retried again;
-//! 3. the server's own words: a per-day quota is not retried ([`hint`](crate::hint));
+//! 3. the server's own words: a per-day quota, or a gRPC pushback that refuses retries, is not
+//!    retried ([`hint`](crate::hint));
 //! 4. the error type's own answer: its [`Classify`] implementation, or `#[derive(Classify)]`;
 //! 5. known types along the `source()` chain: an [`io::Error`](std::io::Error)'s kind, an
-//!    HTTP status, a `reqwest` or tokio timeout;
+//!    HTTP status, a gRPC code, a `reqwest`, tonic or tokio timeout;
 //! 6. an HTTP status stated in the text, then retryable words and codes in it ([`by_text`]).
 //!
 //! Whatever no rule calls retryable is returned at once, unchanged. One rule a file:
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 mod builtin;
 pub(crate) mod chain;
+#[cfg(feature = "tonic")]
+mod grpc_code;
 pub(crate) mod inner_give_up;
 mod io_kind;
 pub(crate) mod known_types;
@@ -26,6 +29,8 @@ pub(crate) mod order;
 mod status;
 mod text;
 
+#[cfg(feature = "tonic")]
+pub use grpc_code::by_grpc_code;
 pub use io_kind::by_io_kind;
 pub use status::by_status;
 pub use text::by_text;
@@ -161,12 +166,14 @@ pub enum Rule {
     InnerGiveUp,
     /// What the server said: a per-day quota.
     PerDayQuota,
+    /// What the server said: a gRPC pushback (`grpc-retry-pushback-ms`) that refuses retries.
+    ServerPushback,
     /// `#[classify(retryable)]` or `#[classify(not_retryable)]` on the variant.
     Declared,
     /// The error type's own [`Classify`] implementation.
     OwnAnswer,
-    /// A type the library knows, in the chain: an `io::Error`'s kind, an HTTP status, a
-    /// `reqwest` or tokio timeout.
+    /// A type the library knows, in the chain: an `io::Error`'s kind, an HTTP status, a gRPC
+    /// code, a `reqwest`, tonic or tokio timeout.
     KnownType,
     /// An HTTP status stated in the text (`400 Bad Request`, `status: 503`).
     StatusInText,
@@ -182,6 +189,7 @@ impl fmt::Display for Rule {
             Rule::Predicate => "decided by the predicate",
             Rule::InnerGiveUp => "an inner retried call already gave up",
             Rule::PerDayQuota => "the server names a per-day quota",
+            Rule::ServerPushback => "the server's pushback asks not to retry",
             Rule::Declared => "declared by `#[classify]`",
             Rule::OwnAnswer => "decided by the error type's `Classify`",
             Rule::KnownType => "decided by the error's type",

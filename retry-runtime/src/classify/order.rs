@@ -98,10 +98,17 @@ fn settle(
     rest: impl FnOnce() -> Option<Classified>,
 ) -> Classified {
     let hint = own.and_then(|c| c.retry_after).or(words.retry_after);
-    if words.per_day_quota {
+    let refused = if words.per_day_quota {
+        Some(Rule::PerDayQuota)
+    } else if words.no_retry {
+        Some(Rule::ServerPushback)
+    } else {
+        None
+    };
+    if let Some(rule) = refused {
         return Classified {
             verdict: Verdict::NotRetryable,
-            rule: Rule::PerDayQuota,
+            rule,
             retry_after: hint,
         };
     }
@@ -117,12 +124,17 @@ fn inner_give_up() -> Classified {
     }
 }
 
-/// The server's words in one link: from the fields of a typed HTTP error, else its text.
+/// The server's words in one link: from the fields of a typed HTTP error or gRPC status, else
+/// its text.
 fn server_words(link: &(dyn Error + 'static)) -> ServerWords {
-    match link.downcast_ref::<HttpError>() {
-        Some(http) => http.server_words(),
-        None => with_text(link, read_text),
+    if let Some(http) = link.downcast_ref::<HttpError>() {
+        return http.server_words();
     }
+    #[cfg(feature = "tonic")]
+    if let Some(status) = link.downcast_ref::<tonic::Status>() {
+        return crate::grpc::server_words(status);
+    }
+    with_text(link, read_text)
 }
 
 fn status_in(text: &str) -> Option<Classified> {

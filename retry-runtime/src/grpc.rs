@@ -1,0 +1,181 @@
+//! gRPC statuses (feature `tonic`): what the trailers say about waiting, how a status reads in
+//! the log lines, and the give-up error as a `tonic::Status` (the README's "gRPC").
+//!
+//! Which codes are retried is the typed rule of
+//! [`classify::by_grpc_code`](crate::classify::by_grpc_code).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::error::MediaProcessingError;
+use crate::hint::{ServerWords, read_text};
+
+/// gRPC's pushback trailer (gRFC A6): a wait in ms, or, negative or unreadable, "do not retry".
+pub const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// What a status's trailers say about trying again:
+/// - `grpc-retry-pushback-ms` ([`PUSHBACK`]): a non-negative whole number is the wait in ms; a
+///   negative or unreadable one means the server asks not to be retried at all;
+/// - else a `google.rpc.RetryInfo` in `grpc-status-details-bin`: its `retry_delay` is the wait;
+/// - a `google.rpc.QuotaFailure` whose violation's `quota_id` names a per-day quota
+///   (`...PerDay...`, as the REST body's `quotaId`): no wait of minutes will help;
+/// - and what the message says, read as any error text is (a `retryDelay` in JSON).
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience::grpc::{PUSHBACK, server_words};
+///
+/// let mut status = tonic::Status::unavailable("try later");
+/// status.metadata_mut().insert(PUSHBACK, "300".parse().unwrap());
+/// assert_eq!(server_words(&status).retry_after, Some(Duration::from_millis(300)));
+/// status.metadata_mut().insert(PUSHBACK, "-1".parse().unwrap());
+/// assert!(server_words(&status).no_retry);
+/// ```
+pub fn server_words(status: &Status) -> ServerWords {
+    let pushback = status.metadata().get(PUSHBACK).map(|value| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+    });
+    let (retry_after, no_retry) = match pushback {
+        Some(Some(wait)) => (Some(wait), false),
+        Some(None) => (None, true),
+        None => (
+            status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+            false,
+        ),
+    };
+    let per_day_quota = status.get_details_quota_failure().is_some_and(|failure| {
+        failure
+            .violations
+            .iter()
+            .any(|violation| violation.quota_id.contains("PerDay"))
+    });
+    ServerWords {
+        retry_after,
+        per_day_quota,
+        no_retry,
+    }
+    .or(read_text(status.message()))
+}
+
+/// How a status reads in the log lines and the give-up error: `gRPC UNAVAILABLE: message`,
+/// like `HTTP 503: body`. tonic's own `Display` spells the code as a sentence and adds the
+/// `Debug` of its source; the source's text follows this one in the chain anyway.
+pub fn text(status: &Status) -> String {
+    let code = code_name(status.code());
+    match status.message().trim() {
+        "" => format!("gRPC {code}"),
+        message => format!("gRPC {code}: {message}"),
+    }
+}
+
+/// The code as the gRPC specification spells it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The give-up error as the status a gRPC function returns: the last status's code, details
+/// (its `RetryInfo` stays readable) and metadata, the give-up's text as its message, and the
+/// `MediaProcessingError` itself as its `source()`, so that a caller can still ask
+/// `attempts()` and `retry_after()`, and an outer retried call knows that this one gave up.
+/// When the last error was not a status, the code is `UNAVAILABLE`: the service could not
+/// be reached in the attempts allowed.
+impl From<MediaProcessingError> for Status {
+    fn from(give_up: MediaProcessingError) -> Self {
+        let message = give_up.to_string();
+        let mut status = match give_up.find::<Status>() {
+            Some(last) => Status::with_details_and_metadata(
+                last.code(),
+                message,
+                last.details().to_vec().into(),
+                last.metadata().clone(),
+            ),
+            None => Status::new(Code::Unavailable, message),
+        };
+        status.set_source(Arc::new(give_up));
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, QuotaViolation};
+
+    #[test]
+    fn pushback_wins_and_a_bad_one_refuses_retries() {
+        let details = ErrorDetails::with_retry_info(Some(Duration::from_secs(4)));
+        let mut status = Status::with_error_details(Code::Unavailable, "busy", details);
+        assert_eq!(
+            server_words(&status).retry_after,
+            Some(Duration::from_secs(4))
+        );
+        status
+            .metadata_mut()
+            .insert(PUSHBACK, "250".parse().unwrap());
+        assert_eq!(
+            server_words(&status).retry_after,
+            Some(Duration::from_millis(250))
+        );
+        for refused in ["-1", "soon", "1.5", ""] {
+            status
+                .metadata_mut()
+                .insert(PUSHBACK, refused.parse().unwrap());
+            let words = server_words(&status);
+            assert!(words.no_retry && words.retry_after.is_none(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_per_day_quota_failure_is_seen() {
+        let mut violation = QuotaViolation::new("project:demo", "daily limit");
+        violation.quota_id = "GenerateRequestsPerDayPerProjectPerModel-FreeTier".to_owned();
+        let mut details = ErrorDetails::new();
+        details.set_quota_failure(vec![violation]);
+        let status = Status::with_error_details(Code::ResourceExhausted, "quota", details);
+        assert!(server_words(&status).per_day_quota);
+        let mut violation = QuotaViolation::new("project:demo", "per-minute limit");
+        violation.quota_id = "GenerateRequestsPerMinutePerProjectPerModel".to_owned();
+        let mut details = ErrorDetails::new();
+        details.set_quota_failure(vec![violation]);
+        let status = Status::with_error_details(Code::ResourceExhausted, "quota", details);
+        assert!(!server_words(&status).per_day_quota);
+    }
+
+    #[test]
+    fn a_status_reads_as_its_code_and_message() {
+        let mut status = Status::unavailable("  upstream connect error ");
+        status
+            .metadata_mut()
+            .insert("x-debug", "a long dump".parse().unwrap());
+        assert_eq!(text(&status), "gRPC UNAVAILABLE: upstream connect error");
+        assert_eq!(text(&Status::internal("")), "gRPC INTERNAL");
+    }
+}
