@@ -604,4 +604,22 @@ async fn a_status_inside_the_users_own_error_is_classified_by_its_code() {
         CallError::Status(unavailable()).classify(),
         Verdict::Retryable
     );
+    // Behind `#[error(transparent)]` too: the derive knows the field is a `Status`.
+    #[derive(Debug, thiserror::Error, Classify)]
+    enum Transparent {
+        #[error(transparent)]
+        Status(#[from] Status),
+    }
+    assert_eq!(
+        Transparent::from(unavailable()).classify(),
+        Verdict::Retryable
+    );
+    assert_eq!(
+        Transparent::from(pushback_refused()).classify(),
+        Verdict::NotRetryable
+    );
+    assert_eq!(
+        Transparent::from(rate_limited()).retry_after(),
+        Some(ms(400))
+    );
 }
