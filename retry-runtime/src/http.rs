@@ -1,8 +1,10 @@
 //! HTTP answers as typed errors: the status decides retryability without parsing text, and
 //! the `Retry-After` header or a Gemini `RetryInfo` in the body is kept as the server's hint.
 //!
-//! With feature `reqwest`, `error_for_status` turns a `reqwest::Response` into one. The rules
-//! that classify an `HttpError` (and a `reqwest::Error`) live in [`classify`](crate::classify).
+//! With feature `reqwest`, `error_for_status` turns a `reqwest::Response` into one; with
+//! `reqwest-blocking`, `blocking_error_for_status` a blocking one; with `ureq`,
+//! `ureq_error_for_status` a ureq 3 response. The rules that classify an `HttpError` (and the
+//! clients' own errors) live in [`classify`](crate::classify).
 
 use std::fmt;
 use std::time::Duration;
@@ -110,6 +112,73 @@ pub async fn error_for_status(response: reqwest::Response) -> Result<reqwest::Re
     // A body that cannot be read (the connection dropped) leaves the status to speak.
     let body = response.text().await.unwrap_or_default();
     Err(HttpError::from_parts(status, &headers, body))
+}
+
+/// [`error_for_status`] for reqwest's blocking client: a blocking 429's `Retry-After` is kept.
+#[cfg(feature = "reqwest-blocking")]
+pub fn blocking_error_for_status(
+    response: reqwest::blocking::Response,
+) -> Result<reqwest::blocking::Response, HttpError> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = response.text().unwrap_or_default();
+    Err(HttpError::from_parts(status, &headers, body))
+}
+
+/// [`error_for_status`] for ureq 3, whose own status error (`Error::StatusCode`) keeps only the
+/// number. Turn that off with `http_status_as_error(false)` and pass each response here: an
+/// error status becomes an [`HttpError`] with its `Retry-After` header and its body.
+///
+/// ```no_run
+/// use resilience::http::{HttpError, ureq_error_for_status};
+///
+/// #[derive(Debug, thiserror::Error, resilience::Classify)]
+/// enum ApiError {
+///     #[error("{0}")]
+///     Http(#[from] HttpError),
+///     #[error("{0}")]
+///     Transport(#[from] ureq::Error),
+///     #[error(transparent)]
+///     GaveUp(#[from] resilience::MediaProcessingError),
+/// }
+///
+/// #[resilience::retry_with_backoff(max_retries = 3)]
+/// fn fetch(agent: &ureq::Agent, url: &str) -> Result<String, ApiError> {
+///     let response = ureq_error_for_status(agent.get(url).call()?)?;
+///     Ok(response.into_body().read_to_string()?)
+/// }
+///
+/// let agent: ureq::Agent = ureq::Agent::config_builder()
+///     .http_status_as_error(false)
+///     .build()
+///     .into();
+/// let text = fetch(&agent, "http://127.0.0.1:8080/v1/models")?;
+/// # Ok::<(), ApiError>(())
+/// ```
+#[cfg(feature = "ureq")]
+pub fn ureq_error_for_status(
+    mut response: http::Response<ureq::Body>,
+) -> Result<http::Response<ureq::Body>, HttpError> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response);
+    }
+    // A body that cannot be read (the connection dropped) leaves the status to speak.
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Err(HttpError::from_parts(status, response.headers(), body))
+}
+
+/// The give-up error as a ureq 3 error (`Error::Other`), so that a function returning
+/// `Result<T, ureq::Error>` can carry the attribute; `MediaProcessingError` is found again by
+/// downcasting the boxed error, and an outer retried call knows this one gave up.
+#[cfg(feature = "ureq")]
+impl From<crate::error::MediaProcessingError> for ureq::Error {
+    fn from(give_up: crate::error::MediaProcessingError) -> Self {
+        ureq::Error::Other(Box::new(give_up))
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,12 @@ classify_by_chain! {
     }, keep: anyhow::Error::reallocate_into_boxed_dyn_error_without_backtrace;
     #[cfg(feature = "reqwest")]
     reqwest::Error => |e| e;
+    #[cfg(feature = "ureq")]
+    ureq::Error => |e| e;
+    #[cfg(feature = "ureq2")]
+    ureq2::Error => |e| e;
+    #[cfg(feature = "rusqlite")]
+    rusqlite::Error => |e| e;
 }
 
 /// A `String` error has only its text: the built-in rules read it.

@@ -8,18 +8,28 @@ use std::io;
 use crate::redact::redact;
 
 /// The error and its causes. An [`io::Error`] built around another error hides that error
-/// from `source()` (it forwards the inner error's own source), so step into it explicitly.
+/// from `source()` (it forwards the inner error's own source), so step into it explicitly;
+/// so does ureq 3's `Error`, whose `Io` and `Other` have no `source()` at all.
 pub(crate) fn links<'a>(
     error: &'a (dyn Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     // A chain that loops back on itself (a buggy `source()`) must still end.
     const MAX_LINKS: usize = 64;
-    std::iter::successors(Some(error), |&link: &&'a (dyn Error + 'static)| match link
-        .downcast_ref::<io::Error>()
-        .and_then(io::Error::get_ref)
-    {
-        Some(inner) => Some(inner as &(dyn Error + 'static)),
-        None => link.source(),
+    std::iter::successors(Some(error), |&link: &&'a (dyn Error + 'static)| {
+        if let Some(inner) = link
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
+            return Some(inner as &(dyn Error + 'static));
+        }
+        #[cfg(feature = "ureq")]
+        if let Some(inner) = link
+            .downcast_ref::<ureq::Error>()
+            .and_then(super::ureq::inner)
+        {
+            return Some(inner);
+        }
+        link.source()
     })
     .take(MAX_LINKS)
 }

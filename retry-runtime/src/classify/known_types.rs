@@ -12,6 +12,9 @@ use crate::http::HttpError;
 /// - an [`HttpError`]: by its status ([`by_status`]);
 /// - with feature `reqwest`, a `reqwest::Error`: retryable on a timeout or a failed
 ///   connection, else by its status when it has one;
+/// - with features `ureq` and `ureq2`, a `ureq::Error` of ureq 3 or 2 by its variant (a
+///   status, a timeout, a failed connection, a peer that hung up);
+/// - with feature `rusqlite`, a `rusqlite::Error` by its SQLite code (busy and locked retry);
 /// - with feature `tonic`, a `tonic::Status` by its code ([`by_grpc_code`](super::by_grpc_code)),
 ///   and tonic's `TimeoutExpired` (a client deadline) and `ConnectError` (a connection that
 ///   could not be made, inside a `tonic::transport::Error`): retryable;
@@ -28,6 +31,22 @@ pub(crate) fn by_known_type(link: &(dyn Error + 'static)) -> Verdict {
     #[cfg(feature = "reqwest")]
     if let Some(error) = link.downcast_ref::<reqwest::Error>() {
         return by_reqwest(error);
+    }
+    #[cfg(feature = "ureq")]
+    if let Some(error) = link.downcast_ref::<ureq::Error>() {
+        return super::ureq::by_ureq(error);
+    }
+    #[cfg(feature = "ureq2")]
+    if let Some(error) = super::ureq::as_ureq2(link) {
+        return super::ureq::by_ureq2(error);
+    }
+    #[cfg(feature = "rusqlite")]
+    if let Some(error) = link.downcast_ref::<rusqlite::Error>() {
+        return super::sqlite::by_rusqlite(error);
+    }
+    #[cfg(feature = "rusqlite")]
+    if let Some(failure) = link.downcast_ref::<rusqlite::ffi::Error>() {
+        return super::sqlite::by_sqlite_code(failure.code);
     }
     #[cfg(feature = "tonic")]
     if let Some(status) = link.downcast_ref::<tonic::Status>() {

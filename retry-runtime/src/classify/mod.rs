@@ -7,7 +7,8 @@
 //!    retried ([`hint`](crate::hint));
 //! 4. the error type's own answer: its [`Classify`] implementation, or `#[derive(Classify)]`;
 //! 5. known types along the `source()` chain: an [`io::Error`](std::io::Error)'s kind, an
-//!    HTTP status, a gRPC code, a `reqwest`, tonic or tokio timeout;
+//!    HTTP status, a gRPC code, a SQLite result code, what `reqwest`, `ureq` and tonic say, a
+//!    tokio timeout;
 //! 6. an HTTP status stated in the text, then retryable words and codes in it ([`by_text`]).
 //!
 //! Whatever no rule calls retryable is returned at once, unchanged. One rule a file:
@@ -26,8 +27,12 @@ pub(crate) mod inner_give_up;
 mod io_kind;
 pub(crate) mod known_types;
 pub(crate) mod order;
+#[cfg(feature = "rusqlite")]
+mod sqlite;
 mod status;
 mod text;
+#[cfg(any(feature = "ureq", feature = "ureq2"))]
+mod ureq;
 
 #[cfg(feature = "tonic")]
 pub use grpc_code::by_grpc_code;

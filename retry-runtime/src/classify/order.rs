@@ -134,6 +134,10 @@ fn server_words(link: &(dyn Error + 'static)) -> ServerWords {
     if let Some(status) = link.downcast_ref::<tonic::Status>() {
         return crate::grpc::server_words(status);
     }
+    #[cfg(feature = "ureq2")]
+    if let Some(words) = super::ureq::as_ureq2(link).and_then(super::ureq::server_words_ureq2) {
+        return words;
+    }
     with_text(link, read_text)
 }
 
