@@ -18,7 +18,7 @@ use crate::policy::RetryPolicy;
 /// ```
 /// use std::time::Duration;
 /// use rand::{SeedableRng, rngs::SmallRng};
-/// use retry_runtime::{RetryPolicy, backoff::delay_before};
+/// use resilience::{RetryPolicy, backoff::delay_before};
 ///
 /// let policy = RetryPolicy::default();
 /// let mut rng = SmallRng::seed_from_u64(7);
@@ -66,7 +66,7 @@ fn random_seed() -> u64 {
 ///
 /// ```
 /// use std::time::Duration;
-/// use retry_runtime::{RetryPolicy, backoff::{next_delay, with_jitter_seed}};
+/// use resilience::{RetryPolicy, backoff::{next_delay, with_jitter_seed}};
 ///
 /// let policy = RetryPolicy::default();
 /// let first = with_jitter_seed(7, || next_delay(&policy, 1));

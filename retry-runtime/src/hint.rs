@@ -40,7 +40,7 @@ impl ServerWords {
 ///
 /// ```
 /// use std::time::Duration;
-/// use retry_runtime::hint::read_text;
+/// use resilience::hint::read_text;
 ///
 /// let body = r#"{"error": {"code": 429, "details": [
 ///   {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "53s"}]}}"#;
@@ -77,7 +77,7 @@ pub fn google_duration(value: &str) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use retry_runtime::hint::retry_after_header;
+/// use resilience::hint::retry_after_header;
 ///
 /// let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
 /// assert_eq!(retry_after_header("120", now), Some(Duration::from_secs(120)));

@@ -18,7 +18,7 @@ use crate::hint::{ServerWords, read_text};
 ///
 /// ```
 /// use std::time::Duration;
-/// use retry_runtime::{Classify, Verdict, http::HttpError};
+/// use resilience::{Classify, Verdict, http::HttpError};
 ///
 /// let e = HttpError::new(429, Some(Duration::from_secs(7)), "Resource Exhausted");
 /// assert_eq!(e.to_string(), "HTTP 429: Resource Exhausted");

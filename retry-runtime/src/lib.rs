@@ -8,6 +8,7 @@
 //! drives), [`error`] (`MediaProcessingError`), [`redact`] (credentials out of texts),
 //! [`log`] (the `tracing` events), [`sleep`] (waiting, and the clock `timeout` is
 //! measured on) and [`timer`] (what an async retry needs of an executor).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

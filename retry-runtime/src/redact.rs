@@ -37,7 +37,7 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Secrets the application registered with [`add_secret`] and [`add_rule`] are hidden too.
 ///
 /// ```
-/// use retry_runtime::redact::redact;
+/// use resilience::redact::redact;
 ///
 /// assert_eq!(
 ///     redact("error sending request for url (https://x.test/v1?key=AIzaSyA-secret&alt=json)"),
@@ -79,7 +79,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// as an API key the application reads from its environment and a server may echo back.
 ///
 /// ```
-/// use retry_runtime::redact::{add_secret, redact};
+/// use resilience::redact::{add_secret, redact};
 ///
 /// // At start-up, e.g. with the value of `std::env::var("PARTNER_API_KEY")`.
 /// add_secret("pk9-partner-77f3c1d2");
@@ -109,7 +109,7 @@ pub fn add_secret(secret: impl Into<String>) {
 /// panic; it runs with no lock held, so it may call [`redact`] itself.
 ///
 /// ```
-/// use retry_runtime::redact::{add_rule, redact};
+/// use resilience::redact::{add_rule, redact};
 ///
 /// // Our own session handles: `sid-` and 12 digits.
 /// add_rule(|text| {

@@ -36,7 +36,7 @@ impl Sleeper for ThreadSleeper {
 ///
 /// ```
 /// use std::{rc::Rc, time::Duration};
-/// use retry_runtime::sleep::{Sleeper, VirtualClock, with_sleeper, sleep_current};
+/// use resilience::sleep::{Sleeper, VirtualClock, with_sleeper, sleep_current};
 ///
 /// let clock = Rc::new(VirtualClock::new());
 /// with_sleeper(clock.clone(), || sleep_current(Duration::from_secs(30)));
