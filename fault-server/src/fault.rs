@@ -29,10 +29,35 @@ pub enum Fault {
     ResetBeforeResponse,
 }
 
+/// What the server did with one request: a [`Fault`] without its payload, as
+/// [`FaultServer::served`](crate::FaultServer::served) records it, so that a test can compare
+/// what each request met with what its client saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// [`Fault::Respond`] with this status.
+    Respond(u16),
+    /// [`Fault::Stall`] of this long.
+    Stall(Duration),
+    /// [`Fault::ResetMidBody`].
+    ResetMidBody,
+    /// [`Fault::ResetBeforeResponse`].
+    ResetBeforeResponse,
+}
+
 /// The Gemini model named in the canned answers.
 const MODEL: &str = "gemini-2.0-flash";
 
 impl Fault {
+    /// What this fault does, without its headers and body.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Fault::Respond { status, .. } => FaultKind::Respond(*status),
+            Fault::Stall(duration) => FaultKind::Stall(*duration),
+            Fault::ResetMidBody => FaultKind::ResetMidBody,
+            Fault::ResetBeforeResponse => FaultKind::ResetBeforeResponse,
+        }
+    }
+
     /// A `200` with `body`.
     pub fn ok(body: impl Into<String>) -> Self {
         Self::status(200, body)
@@ -266,6 +291,23 @@ mod tests {
         assert_eq!(
             Fault::ResetMidBody.with_header("a", "b"),
             Fault::ResetMidBody
+        );
+    }
+
+    #[test]
+    fn kinds_drop_the_payload() {
+        assert_eq!(
+            Fault::gemini_429("1s").with_header("a", "b").kind(),
+            FaultKind::Respond(429)
+        );
+        assert_eq!(
+            Fault::Stall(Duration::from_millis(5)).kind(),
+            FaultKind::Stall(Duration::from_millis(5))
+        );
+        assert_eq!(Fault::ResetMidBody.kind(), FaultKind::ResetMidBody);
+        assert_eq!(
+            Fault::ResetBeforeResponse.kind(),
+            FaultKind::ResetBeforeResponse
         );
     }
 

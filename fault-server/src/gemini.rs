@@ -2,11 +2,8 @@
 //! at a seeded rate or as scripted per image, the faults the real API is known for.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::{Fault, Recorded};
@@ -18,7 +15,10 @@ pub struct GeminiFaults {
     pub fault_rate: f64,
     /// Seeds the choice of faults: the same seed gives each request the same fault, whatever
     /// order concurrent requests arrive in (the choice depends on the seed, the request's
-    /// content and how many times that content was sent before).
+    /// content and how many times that content was sent before), on every platform and with
+    /// every Rust version: the hash and the generator behind the draw are written out in this
+    /// crate (see [`FakeGemini`]), not borrowed from `std` or `rand`, which promise no stable
+    /// output.
     pub seed: u64,
     /// How long a stalled request waits before its connection closes; make it longer than
     /// the client's timeout.
@@ -63,12 +63,23 @@ pub const FAKE_RETRY_DELAY: &str = "0.3s";
 /// - Another path gets a 404, another method a 405, a body that is not JSON a 400, each in
 ///   Gemini's error format.
 ///
+/// The draw, exactly, so that a seeded run stays the same run: the request body's bytes are
+/// hashed with 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`); the
+/// seed, that hash and the request's repetition (1 for the first time this body is sent, 2
+/// for the second, ...), each as 8 little-endian bytes, are hashed again the same way; the
+/// result seeds a SplitMix64 generator (Steele, Lea and Flood, 2014: the increment
+/// `0x9e3779b97f4a7c15` and the mixer of Java's `SplittableRandom`). Its first output `x`
+/// decides whether the request meets a fault: `(x >> 11) / 2^53 < fault_rate`. Its second,
+/// `y`, picks which: `(y * 5) >> 64` is 0 for the 429, 1 the 503, 2 the 500, 3 the stall and
+/// 4 the reset. Neither `std`'s `DefaultHasher` nor `rand`'s `SmallRng` promises its output
+/// across versions, so neither is used.
+///
 /// [`FaultServer::gemini`]: crate::FaultServer::gemini
 #[derive(Debug, Clone)]
 pub struct FakeGemini {
     faults: GeminiFaults,
-    /// How many times each request content (by hash) was seen: retries of one image get
-    /// fresh draws, and the draws do not depend on the other images.
+    /// How many times each request content (by its FNV-1a hash) was seen: retries of one
+    /// image get fresh draws, and the draws do not depend on the other images.
     seen: HashMap<u64, u64>,
     /// Scripted answers, in the order they were given.
     scripts: Vec<Script>,
@@ -148,16 +159,17 @@ impl FakeGemini {
         }
     }
 
-    /// The generator for this request: seeded by the seed, the content and its repetition.
-    fn rng_for(&mut self, body: &str) -> SmallRng {
-        let mut hasher = DefaultHasher::new();
-        body.hash(&mut hasher);
-        let content = hasher.finish();
+    /// The generator for this request: seeded by the seed, the content and its repetition,
+    /// as [`FakeGemini`] documents.
+    fn rng_for(&mut self, body: &str) -> SplitMix64 {
+        let content = fnv1a64(body.as_bytes());
         let repetition = self.seen.entry(content).or_insert(0);
-        *repetition += 1;
-        let mut hasher = DefaultHasher::new();
-        (self.faults.seed, content, *repetition).hash(&mut hasher);
-        SmallRng::seed_from_u64(hasher.finish())
+        *repetition = repetition.saturating_add(1);
+        let mut key = [0u8; 24];
+        key[..8].copy_from_slice(&self.faults.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&content.to_le_bytes());
+        key[16..].copy_from_slice(&repetition.to_le_bytes());
+        SplitMix64(fnv1a64(&key))
     }
 
     /// The answer to `request`.
@@ -188,15 +200,11 @@ impl FakeGemini {
         if prompt.contains("per-day") {
             return Fault::gemini_429_per_day();
         }
-        // Clamped so that a rate outside 0..=1 (or NaN) cannot make `random_bool` panic.
-        let rate = if self.faults.fault_rate.is_nan() {
-            0.0
-        } else {
-            self.faults.fault_rate.clamp(0.0, 1.0)
-        };
         let mut rng = self.rng_for(&request.body);
-        if rng.random_bool(rate) {
-            return match rng.random_range(0..5u8) {
+        // A NaN rate compares false: no fault. A rate of 1 or more always faults, since the
+        // draw is below 1; one of 0 or less never does.
+        if rng.unit() < self.faults.fault_rate {
+            return match rng.below(5) {
                 0 => Fault::gemini_429(FAKE_RETRY_DELAY),
                 1 => Fault::gemini_error(
                     503,
@@ -214,6 +222,45 @@ impl FakeGemini {
             };
         }
         Fault::gemini_ok(&describe(model, &body))
+    }
+}
+
+/// 64-bit FNV-1a over `bytes` (Fowler, Noll and Vo): a hash whose every output is fixed by
+/// its definition, unlike `std`'s `DefaultHasher`.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
+/// 2014), as in Java's `SplittableRandom` and Vigna's `splitmix64.c`: a generator whose every
+/// output is fixed by its definition, unlike `rand`'s `SmallRng`.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[0, 1)`, from the top 53 bits of the next output (every such double is
+    /// exact).
+    fn unit(&mut self) -> f64 {
+        // 53 bits convert to `f64` exactly; `as` cannot lose anything here.
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A number in `0..n`, by Lemire's multiply-shift: `(x * n) >> 64`, whose bias (below
+    /// `n / 2^64`) no test can see.
+    fn below(&mut self, n: u64) -> u64 {
+        let wide = u128::from(self.next()) * u128::from(n);
+        // The high half of a product of two 64-bit numbers fits in 64 bits.
+        u64::try_from(wide >> 64).unwrap_or(u64::MAX)
     }
 }
 
@@ -422,6 +469,61 @@ mod tests {
             assert!(!matches!(fault, Fault::Respond { status: 200, .. }));
             assert_ne!(fault, Fault::gemini_429_per_day());
         }
+    }
+
+    #[test]
+    fn the_hash_and_the_generator_are_the_published_ones() {
+        // FNV-1a's published test vectors (Noll's `test_fnv.c`).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        // Vigna's `splitmix64.c` seeded with 0, and with 1234567.
+        let mut zero = SplitMix64(0);
+        assert_eq!(
+            [zero.next(), zero.next(), zero.next()],
+            [
+                0xe220_a839_7b1d_cdaf,
+                0x6e78_9e6a_a1b9_65f4,
+                0x06c4_5d18_8009_454f
+            ]
+        );
+        let mut other = SplitMix64(1_234_567);
+        assert_eq!(other.next(), 6_457_827_717_110_365_317);
+        assert_eq!(other.next(), 3_203_168_211_198_807_973);
+        // The first output of seed 0 is 0.8833... of 2^64: the unit draw is that fraction, and
+        // `below(5)` is 4 (0.8833 * 5 = 4.4).
+        assert_eq!(SplitMix64(0).unit(), 0.883_310_808_213_642_6);
+        assert_eq!(SplitMix64(0).below(5), 4);
+    }
+
+    /// The exact faults a seeded run meets, request by request: they are part of what a
+    /// seed means (the `gemini_vision` example's story rests on its seed), so a change of the
+    /// hash, of the generator or of how a draw picks a fault must show up here.
+    #[test]
+    fn a_seeded_run_meets_these_faults_exactly() {
+        use crate::FaultKind::{self, ResetMidBody, Respond, Stall};
+
+        let stall = Duration::from_millis(1);
+        let mut fake = FakeGemini::new(GeminiFaults {
+            fault_rate: 0.5,
+            seed: 7,
+            stall,
+        });
+        let met: Vec<[FaultKind; 3]> = (0..4)
+            .map(|_| {
+                ["a.png", "b.png", "c.png"].map(|image| fake.answer(&image_request(image)).kind())
+            })
+            .collect();
+        assert_eq!(
+            met,
+            [
+                // a.png, b.png, c.png: first sent, then sent again, ...
+                [Respond(200), ResetMidBody, Respond(200)],
+                [Respond(429), Respond(200), Respond(500)],
+                [Respond(503), Respond(503), Respond(200)],
+                [Respond(200), Stall(stall), Respond(200)],
+            ]
+        );
     }
 
     #[test]

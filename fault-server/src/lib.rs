@@ -6,10 +6,15 @@
 //! on tokio's `TcpListener` so that resets and stalls happen exactly where scripted. When the
 //! script runs out, its last entry answers every further request. [`FaultServer::gemini`]
 //! serves a fake Gemini `generateContent` instead, with faults at a seeded rate and answers
-//! scripted per image.
+//! scripted per image; [`FaultServer::respond_with`] answers with what a closure returns.
+//!
+//! The server keeps a log: each request as received ([`FaultServer::recorded`]) and what it
+//! met, and when ([`FaultServer::served`]), so a test can check the failure each attempt of
+//! its client saw against the fault the server really served, and measure a wait from the
+//! moment the header that asked for it was written.
 //!
 //! ```
-//! use fault_server::{Fault, FaultServer};
+//! use fault_server::{Fault, FaultKind, FaultServer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +35,12 @@
 //!
 //! assert_eq!(server.requests(), 3);
 //! assert_eq!(server.recorded()[0].query.as_deref(), Some("alt=json"));
+//! assert_eq!(
+//!     server.faults(),
+//!     [FaultKind::Respond(429), FaultKind::Respond(503), FaultKind::Respond(200)]
+//! );
+//! let served = server.served();
+//! assert!(served[1].answered.is_some_and(|at| at <= served[2].received));
 //! # Ok(())
 //! # }
 //! ```
@@ -45,16 +56,16 @@ mod gemini;
 mod wire;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use fault::{Fault, http_date};
+pub use fault::{Fault, FaultKind, http_date};
 pub use gemini::{FAKE_RETRY_DELAY, FakeGemini, GeminiFaults};
 
 use wire::BadRequest;
@@ -87,6 +98,21 @@ impl Recorded {
     }
 }
 
+/// What the server did with one request, and when: one entry of [`FaultServer::served`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The fault the request met.
+    pub kind: FaultKind,
+    /// When the request head was complete: the request's [`Recorded::received`].
+    pub received: Instant,
+    /// When the server began to write its answer: a [`Fault::Respond`], or the head of a
+    /// [`Fault::ResetMidBody`]. Taken before the first byte is written, so no client can have
+    /// read the head (and a `Retry-After` in it) earlier: a wait that the header asks for is
+    /// measured from here, whatever the client's own set-up cost. `None` for a stall and a
+    /// reset before the response, which write nothing.
+    pub answered: Option<Instant>,
+}
+
 /// A running server on `127.0.0.1`; dropping it stops it.
 #[derive(Debug)]
 pub struct FaultServer {
@@ -98,14 +124,38 @@ pub struct FaultServer {
 #[derive(Debug)]
 struct Shared {
     responder: Mutex<Responder>,
-    requests: AtomicUsize,
-    recorded: Mutex<Vec<Recorded>>,
+    log: Mutex<Log>,
 }
 
-#[derive(Debug)]
+/// The two logs, in step: entry `i` of each is the `i`th request.
+#[derive(Debug, Default)]
+struct Log {
+    recorded: Vec<Recorded>,
+    served: Vec<Served>,
+}
+
+/// A closure that answers requests ([`FaultServer::respond_with`]).
+type Respond = Box<dyn FnMut(&Recorded) -> Fault + Send>;
+
 enum Responder {
     Script { queue: VecDeque<Fault>, last: Fault },
     Gemini(FakeGemini),
+    Custom(Respond),
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Responder::Script { queue, last } => f
+                .debug_struct("Script")
+                .field("queue", queue)
+                .field("last", last)
+                .finish(),
+            Responder::Gemini(fake) => f.debug_tuple("Gemini").field(fake).finish(),
+            // A closure has nothing to show.
+            Responder::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
 }
 
 impl Responder {
@@ -118,6 +168,7 @@ impl Responder {
                 last.clone()
             }
             Responder::Gemini(fake) => fake.answer(request),
+            Responder::Custom(respond) => respond(request),
         }
     }
 }
@@ -138,13 +189,35 @@ impl FaultServer {
         Self::serve(Responder::Gemini(fake.into())).await
     }
 
+    /// Starts a server that answers each request with what `respond` returns for it. It is
+    /// called once per well-formed request, one call at a time, in the order of
+    /// [`recorded`](FaultServer::recorded), just before the answer is written: for answers
+    /// that depend on that moment, such as a `Retry-After` date a set time ahead of it.
+    ///
+    /// ```
+    /// use fault_server::{Fault, FaultServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FaultServer::respond_with(|request| Fault::ok(request.path.clone())).await?;
+    /// let client = reqwest::Client::builder().no_proxy().build()?;
+    /// let answer = client.get(server.url("/echo")).send().await?;
+    /// assert_eq!(answer.text().await?, "/echo");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn respond_with(
+        respond: impl FnMut(&Recorded) -> Fault + Send + 'static,
+    ) -> io::Result<FaultServer> {
+        Self::serve(Responder::Custom(Box::new(respond))).await
+    }
+
     async fn serve(responder: Responder) -> io::Result<FaultServer> {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             responder: Mutex::new(responder),
-            requests: AtomicUsize::new(0),
-            recorded: Mutex::new(Vec::new()),
+            log: Mutex::new(Log::default()),
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(FaultServer { addr, shared, task })
@@ -168,12 +241,27 @@ impl FaultServer {
 
     /// How many well-formed requests arrived (each met one fault).
     pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
+        lock(&self.shared.log).recorded.len()
     }
 
     /// The well-formed requests received so far, in the order they were read.
     pub fn recorded(&self) -> Vec<Recorded> {
-        lock(&self.shared.recorded).clone()
+        lock(&self.shared.log).recorded.clone()
+    }
+
+    /// What each request of [`recorded`](FaultServer::recorded) met, in the same order, and
+    /// when its answer began.
+    pub fn served(&self) -> Vec<Served> {
+        lock(&self.shared.log).served.clone()
+    }
+
+    /// The fault each request met, in order: [`served`](FaultServer::served) without the times.
+    pub fn faults(&self) -> Vec<FaultKind> {
+        lock(&self.shared.log)
+            .served
+            .iter()
+            .map(|served| served.kind)
+            .collect()
     }
 }
 
@@ -228,19 +316,43 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
-    let fault = lock(&shared.responder).next(&request);
-    shared.requests.fetch_add(1, Ordering::SeqCst);
-    lock(&shared.recorded).push(request);
+    let (fault, index) = {
+        // Logged under the responder's lock, so that the log's order is the order in which
+        // the faults were handed out, even when requests arrive at once.
+        let mut responder = lock(&shared.responder);
+        let fault = responder.next(&request);
+        let mut log = lock(&shared.log);
+        let index = log.served.len();
+        log.served.push(Served {
+            kind: fault.kind(),
+            received: request.received,
+            answered: None,
+        });
+        log.recorded.push(request);
+        (fault, index)
+    };
+    // Before the first byte: see `Served::answered`.
+    let answering = || {
+        let now = Instant::now();
+        if let Some(served) = lock(&shared.log).served.get_mut(index) {
+            served.answered = Some(now);
+        }
+    };
 
     match fault {
         Fault::Respond {
             status,
             headers,
             body,
-        } => wire::send(&mut stream, &wire::answer(status, &headers, &body)).await,
+        } => {
+            let bytes = wire::answer(status, &headers, &body);
+            answering();
+            wire::send(&mut stream, &bytes).await;
+        }
         Fault::Stall(duration) => tokio::time::sleep(duration).await,
         Fault::ResetMidBody => {
             use tokio::io::AsyncWriteExt;
+            answering();
             if stream.write_all(&wire::truncated_answer()).await.is_ok() {
                 let _ = stream.flush().await;
                 // Lets the client read the head first, so it fails inside the body.
@@ -321,6 +433,78 @@ mod tests {
         );
         let (got, reset) = exchange(&server).await;
         assert!(reset && got.is_empty(), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn the_log_says_what_each_request_met_and_when_its_answer_began() {
+        let stall = Duration::from_millis(10);
+        let server = FaultServer::start([
+            Fault::status(503, "a"),
+            Fault::ResetMidBody,
+            Fault::ResetBeforeResponse,
+            Fault::Stall(stall),
+        ])
+        .await
+        .expect("start");
+        for _ in 0..4 {
+            let before = Instant::now();
+            exchange(&server).await;
+            let after = Instant::now();
+            let served = server.served();
+            let last = served.last().expect("logged");
+            assert!(before <= last.received && last.received <= after);
+            if let Some(answered) = last.answered {
+                assert!(last.received <= answered && answered <= after);
+            }
+        }
+        assert_eq!(
+            server.faults(),
+            [
+                FaultKind::Respond(503),
+                FaultKind::ResetMidBody,
+                FaultKind::ResetBeforeResponse,
+                FaultKind::Stall(stall),
+            ]
+        );
+        let answered: Vec<bool> = server
+            .served()
+            .iter()
+            .map(|s| s.answered.is_some())
+            .collect();
+        assert_eq!(
+            answered,
+            [true, true, false, false],
+            "only what writes an answer"
+        );
+        let received: Vec<Instant> = server.recorded().iter().map(|r| r.received).collect();
+        let served: Vec<Instant> = server.served().iter().map(|s| s.received).collect();
+        assert_eq!(received, served, "the two logs are in step");
+    }
+
+    #[tokio::test]
+    async fn respond_with_answers_what_the_closure_returns() {
+        let mut count = 0;
+        let server = FaultServer::respond_with(move |request| {
+            count += 1;
+            match count {
+                1 => Fault::ResetBeforeResponse,
+                _ => Fault::ok(format!("{count} {}", request.path)),
+            }
+        })
+        .await
+        .expect("start");
+        let (got, reset) = exchange(&server).await;
+        assert!(reset && got.is_empty(), "{got:?}");
+        let (got, _) = exchange(&server).await;
+        assert!(
+            got.ends_with(b"\r\n\r\n2 /x"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(
+            server.faults(),
+            [FaultKind::ResetBeforeResponse, FaultKind::Respond(200)]
+        );
     }
 
     #[tokio::test]
