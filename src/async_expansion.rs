@@ -31,7 +31,7 @@ mod with_tokio {
     pub fn until_deadline<F: Future>(
         deadline: Option<Instant>,
         attempt: F,
-    ) -> UntilDeadline<F, tokio::time::Sleep> {
+    ) -> UntilDeadline<F, crate::TokioSleep> {
         retry_runtime::timer::until_deadline::<TokioTimer, F>(deadline, attempt)
     }
 }

@@ -23,7 +23,7 @@ mod tokio_timer;
 #[cfg(feature = "tokio")]
 pub use retryable::{Retryable, Retrying};
 #[cfg(feature = "tokio")]
-pub use tokio_timer::TokioTimer;
+pub use tokio_timer::{TokioSleep, TokioTimer};
 
 // Lets the crate's own tests and doctests name `::resilience` like users do.
 extern crate self as resilience;
