@@ -5,9 +5,13 @@
 //! an `io::Error`. ureq 2's status errors carry the whole response, so their `Retry-After` is
 //! read as the server's hint ([`server_words_ureq2`]).
 
+#[cfg(feature = "ureq")]
 use std::io;
 
-use super::{Verdict, by_io_kind, by_status};
+#[cfg(feature = "ureq")]
+use super::by_io_kind;
+use super::{Verdict, by_status};
+#[cfg(feature = "ureq2")]
 use crate::hint::ServerWords;
 
 /// ureq 3: a status by [`by_status`]; a timeout, a failed or refused connection, a host not
@@ -76,6 +80,7 @@ pub(crate) fn server_words_ureq2(error: &ureq2::Error) -> Option<ServerWords> {
 }
 
 /// An I/O error met on a network stream: by its kind, and an early end is the peer hanging up.
+#[cfg(feature = "ureq")]
 fn by_network_io(io: &io::Error) -> Verdict {
     match io.kind() {
         io::ErrorKind::UnexpectedEof => Verdict::Retryable,
@@ -100,6 +105,7 @@ mod tests {
     #[cfg(feature = "ureq")]
     #[test]
     fn ureq3_variants() {
+        use std::io;
         use ureq::Error as E;
         assert_eq!(by_ureq(&E::StatusCode(503)), Verdict::Retryable);
         assert_eq!(by_ureq(&E::StatusCode(404)), Verdict::NotRetryable);
