@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use resilience::backoff::with_jitter_seed;
 use resilience::sleep::{VirtualClock, with_sleeper};
 use resilience::{
     BlockingRetryable, BoxError, DeadlineExceeded, GiveUpReason, InvalidPolicy,
@@ -89,15 +90,85 @@ fn chain_texts(error: &(dyn Error + 'static)) -> Vec<String> {
 // Policy builder
 
 #[test]
-fn builder_defaults_are_the_attribute_defaults() {
+fn builder_starts_from_the_readme_defaults() {
     let policy = RetryPolicy::builder().build().unwrap();
     assert_eq!(policy, RetryPolicy::default());
-    assert_eq!(policy, RetryPolicy::new());
     assert_eq!(policy.max_retries(), 5);
     assert_eq!(policy.base_delay(), secs(1.0));
     assert_eq!(policy.max_delay(), secs(30.0));
     assert_eq!(policy.jitter(), secs(1.0));
     assert_eq!(policy.timeout(), None);
+    assert_eq!(policy.max_hint(), secs(120.0));
+}
+
+#[retry_with_backoff]
+fn with_no_arguments(calls: &Cell<u32>) -> io::Result<()> {
+    calls.set(calls.get() + 1);
+    Err(reset())
+}
+
+#[retry_with_backoff(max_retries = 7)]
+fn with_seven_attempts(calls: &Cell<u32>) -> io::Result<()> {
+    calls.set(calls.get() + 1);
+    Err(reset())
+}
+
+/// The attempts and waits of a call that always fails with a reset, the jitter drawn from
+/// `seed`.
+fn attempts_and_waits(seed: u64, call: impl FnOnce(&Cell<u32>)) -> (u32, Vec<Duration>) {
+    let calls = Cell::new(0);
+    let ((), clock) = on_virtual_clock(|| with_jitter_seed(seed, || call(&calls)));
+    (calls.get(), clock.sleeps())
+}
+
+/// The defaults are written once, in the runtime's `RetryPolicy`: the attribute, given no
+/// value for a setting, must behave as `RetryPolicy::new()` does, jitter draw for jitter
+/// draw. A default that the macro kept (or changed) on its own shows as other waits.
+#[test]
+fn the_attribute_takes_its_defaults_from_retry_policy_new() {
+    let closure = |policy: RetryPolicy| {
+        move |calls: &Cell<u32>| {
+            let result = (|| -> io::Result<()> {
+                calls.set(calls.get() + 1);
+                Err(reset())
+            })
+            .retry(&policy)
+            .call();
+            gave_up(result);
+        }
+    };
+    let seven = RetryPolicy::builder().max_retries(7).build().unwrap();
+    for seed in 0..20 {
+        let (attempts, waits) = attempts_and_waits(seed, |calls| {
+            with_no_arguments(calls).unwrap_err();
+        });
+        assert_eq!(
+            (attempts, waits.clone()),
+            attempts_and_waits(seed, closure(RetryPolicy::new())),
+            "seed {seed}"
+        );
+        // And they are the README's: 5 attempts, waits of 2^n s plus under 1 s of jitter.
+        assert_eq!(attempts, 5);
+        for (n, wait) in (1..).zip(&waits) {
+            let low = secs(f64::from(1u32 << n));
+            assert!(
+                *wait >= low && *wait < low + secs(1.0),
+                "wait {n}: {wait:?}"
+            );
+        }
+
+        // Attempts 6 and 7 would wait 32 s and 64 s: the default cap makes both 30 s.
+        let (attempts, waits) = attempts_and_waits(seed, |calls| {
+            with_seven_attempts(calls).unwrap_err();
+        });
+        assert_eq!(
+            (attempts, waits.clone()),
+            attempts_and_waits(seed, closure(seven)),
+            "seed {seed}"
+        );
+        assert_eq!(attempts, 7);
+        assert_eq!(waits[4..], [secs(30.0), secs(30.0)], "seed {seed}");
+    }
 }
 
 #[test]

@@ -219,6 +219,37 @@ fn io_error() {
     assert_inner_give_up_not_retried(&calls, &logs);
 }
 
+/// "(unless a `retry_if` predicate, asked first, says otherwise)": then the outer loop does
+/// retry the inner give-up, each of its attempts making the inner call's three.
+#[retry_with_backoff(max_retries = 3, jitter = 0, retry_if = |_: &io::Error| true)]
+fn outer_io_retrying_give_ups(calls: &Cell<u32>) -> io::Result<()> {
+    inner_io(calls)
+}
+
+#[test]
+fn a_retry_if_predicate_asked_first_may_retry_an_inner_give_up() {
+    let (logs, _guard) = common::capture();
+    let calls = Cell::new(0);
+    let (result, clock) = on_virtual_clock(|| outer_io_retrying_give_ups(&calls));
+    assert_eq!(calls.get(), 9, "3 outer x 3 inner attempts");
+    let error = result.unwrap_err();
+    assert_eq!(
+        common::media_error(&error).attempts(),
+        3,
+        "the outer give-up"
+    );
+    // Each inner call waits 2 s and 4 s; the outer loop waits 2 s and 4 s between them.
+    assert_eq!(clock.elapsed(), std::time::Duration::from_secs(4 * 6));
+    // Three inner calls of two retries and a give-up each, then the outer give-up: no
+    // "Not retrying" among them.
+    let messages = logs.messages();
+    assert_eq!(messages.len(), 4 * 3, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| !m.starts_with("Not retrying")),
+        "{messages:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A `String` error that kept only the give-up's text.
 

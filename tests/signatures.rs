@@ -248,18 +248,47 @@ fn associated_fn_without_receiver_is_retried() {
     assert_eq!(calls.get(), 2);
 }
 
-#[derive(Clone)]
+/// Counts its clones and records where each attempt's box points, so a test can tell a
+/// fresh box from the caller's.
 struct Shared {
     calls: Rc<Cell<u32>>,
+    clones: Rc<Cell<u32>>,
+    seen: Rc<RefCell<Vec<*const Shared>>>,
+    succeed_on: u32,
     name: &'static str,
 }
 
+impl Clone for Shared {
+    fn clone(&self) -> Self {
+        self.clones.set(self.clones.get() + 1);
+        Self {
+            calls: Rc::clone(&self.calls),
+            clones: Rc::clone(&self.clones),
+            seen: Rc::clone(&self.seen),
+            succeed_on: self.succeed_on,
+            name: self.name,
+        }
+    }
+}
+
 impl Shared {
-    #[retry_with_backoff(max_retries = 4)]
+    fn boxed_new(succeed_on: u32) -> Box<Self> {
+        Box::new(Shared {
+            calls: Rc::default(),
+            clones: Rc::default(),
+            seen: Rc::default(),
+            succeed_on,
+            name: "b",
+        })
+    }
+
+    #[retry_with_backoff(max_retries = 4, jitter = 0)]
     fn boxed(self: Box<Self>) -> io::Result<String> {
-        if fails_before(&self.calls, 3) {
+        self.seen.borrow_mut().push(&*self as *const Shared);
+        if fails_before(&self.calls, self.succeed_on) {
             return Err(reset());
         }
+        // Moves the value out of the box: only a box of its own allows that.
         let this: Shared = *self;
         Ok(format!("box:{}", this.name))
     }
@@ -280,16 +309,42 @@ impl ArcShared {
     }
 }
 
+/// Which of the attempts' boxes were the caller's own. The caller's box lives until the last
+/// attempt takes it, so no clone can share its address (a freed clone's may be reused, so
+/// the clones are told apart only from the caller's box, not from each other).
+fn callers_box(seen: &RefCell<Vec<*const Shared>>, caller: *const Shared) -> Vec<bool> {
+    seen.borrow().iter().map(|&p| p == caller).collect()
+}
+
 #[test]
 fn box_self_receiver_is_retried_with_fresh_boxes() {
-    let calls = Rc::new(Cell::new(0));
-    let shared = Box::new(Shared {
-        calls: calls.clone(),
-        name: "b",
-    });
+    // Success on attempt 3 of 4: each of the three attempts works on a clone.
+    let shared = Shared::boxed_new(3);
+    let caller: *const Shared = &*shared;
+    let (calls, clones, seen) = (
+        shared.calls.clone(),
+        shared.clones.clone(),
+        shared.seen.clone(),
+    );
     let (result, _) = on_virtual_clock(|| shared.boxed());
     assert_eq!(result.unwrap(), "box:b");
     assert_eq!(calls.get(), 3);
+    assert_eq!(clones.get(), 3, "one fresh box per attempt");
+    assert_eq!(callers_box(&seen, caller), [false, false, false]);
+
+    // Every attempt fails: three clones, and the last attempt takes the caller's box.
+    let shared = Shared::boxed_new(u32::MAX);
+    let caller: *const Shared = &*shared;
+    let (calls, clones, seen) = (
+        shared.calls.clone(),
+        shared.clones.clone(),
+        shared.seen.clone(),
+    );
+    let (result, _) = on_virtual_clock(|| shared.boxed());
+    assert_eq!(give_up_of(&result.unwrap_err()).attempts(), 4);
+    assert_eq!(calls.get(), 4);
+    assert_eq!(clones.get(), 3, "attempts 1 to 3 clone, attempt 4 moves");
+    assert_eq!(callers_box(&seen, caller), [false, false, false, true]);
 }
 
 #[test]
@@ -1420,18 +1475,63 @@ fn generic_error<E: Display + From<MediaProcessingError>>(
     }
 }
 
-#[test]
-fn generic_error_type_is_classified_and_receives_the_give_up_error() {
+/// The same body, with the error type written out: the rules see an `io::Error` and its kind.
+#[retry_with_backoff(max_retries = 3)]
+fn concrete_error(make_error: &dyn Fn() -> Option<io::Error>) -> Result<u32, io::Error> {
+    match make_error() {
+        Some(error) => Err(error),
+        None => Ok(1),
+    }
+}
+
+/// The attempts each function makes when every attempt fails with `make()`.
+fn attempts_generic_and_concrete(make: fn() -> io::Error) -> (u32, u32) {
     let calls = Cell::new(0);
     let make_error = || {
         calls.set(calls.get() + 1);
-        Some(reset())
+        Some(make())
+    };
+    let _ = on_virtual_clock(|| generic_error::<io::Error>(&make_error));
+    let generic = calls.replace(0);
+    let _ = on_virtual_clock(|| concrete_error(&make_error));
+    (generic, calls.get())
+}
+
+#[test]
+fn generic_error_type_bounded_by_display_only_gets_the_text_rule() {
+    // README: "with only `E: Display`, only the text rule applies". Each error's kind and text
+    // disagree, so the answer shows which one was read.
+    assert_eq!(
+        attempts_generic_and_concrete(|| io::Error::new(io::ErrorKind::TimedOut, "slow upstream")),
+        (1, 3),
+        "a timed-out kind with no retryable word: only the concrete function retries it"
+    );
+    assert_eq!(
+        attempts_generic_and_concrete(|| io::Error::new(
+            io::ErrorKind::InvalidData,
+            "503 Service Unavailable"
+        )),
+        (3, 1),
+        "a 503 text on invalid data: only the generic function retries it"
+    );
+}
+
+#[test]
+fn generic_error_type_receives_the_give_up_error() {
+    let calls = Cell::new(0);
+    let make_error = || {
+        calls.set(calls.get() + 1);
+        Some(io::Error::other("503 Service Unavailable"))
     };
     let (result, sleeps) = on_virtual_clock(|| generic_error(&make_error));
     let error: io::Error = result.unwrap_err();
     assert_eq!(calls.get(), 3);
     assert_eq!(sleeps.len(), 2);
     assert_eq!(give_up_of(&error).attempts(), 3);
+    assert_eq!(
+        error.to_string(),
+        "Failed after 3 retries: 503 Service Unavailable"
+    );
 }
 
 #[retry_with_backoff(max_retries = 3)]
@@ -1486,17 +1586,34 @@ async fn async_fn_with_timeout_and_mut_ref_is_send_and_retried() {
     assert_eq!(out, vec![1, 1]);
 }
 
-#[retry_with_backoff(max_retries = 2)]
-fn factorial(n: u64) -> io::Result<u64> {
+/// The first attempt at each `n` fails, so every level of the recursion retries on its own:
+/// a level whose retry state leaked into the next (or was shared with it) would give up.
+#[retry_with_backoff(max_retries = 2, jitter = 0)]
+fn factorial(n: u64, failed_at: &RefCell<Vec<u64>>, attempts: &Cell<u32>) -> io::Result<u64> {
+    attempts.set(attempts.get() + 1);
+    if !failed_at.borrow().contains(&n) {
+        failed_at.borrow_mut().push(n);
+        return Err(reset());
+    }
     if n == 0 {
         return Ok(1);
     }
-    Ok(n * factorial(n - 1)?)
+    Ok(n * factorial(n - 1, failed_at, attempts)?)
 }
 
 #[test]
 fn recursive_retried_function() {
-    assert_eq!(factorial(10).unwrap(), 3_628_800);
+    let failed_at = RefCell::new(Vec::new());
+    let attempts = Cell::new(0);
+    let (result, sleeps) = on_virtual_clock(|| factorial(10, &failed_at, &attempts));
+    assert_eq!(result.unwrap(), 3_628_800);
+    assert_eq!(*failed_at.borrow(), (0..=10).rev().collect::<Vec<u64>>());
+    assert_eq!(attempts.get(), 22, "two attempts at each of the 11 levels");
+    assert_eq!(
+        sleeps,
+        vec![Duration::from_secs(2); 11],
+        "one wait per level"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -825,9 +825,14 @@ fn async_run(
         names,
     );
     let require_runtime = match &sig.asyncness {
-        Some(asyncness) => quote_spanned!(asyncness.span=>
-            <#krate::requirements::Tokio as #krate::requirements::AsyncRuntime>::available();
-        ),
+        Some(asyncness) => {
+            // The crate path too, or its call-site span would carry the error to the
+            // attribute instead of the `async` it is about.
+            let krate = respanned(krate, asyncness.span);
+            quote_spanned!(asyncness.span=>
+                <#krate::requirements::Tokio as #krate::requirements::AsyncRuntime>::available();
+            )
+        }
         None => TokenStream::new(),
     };
     // No error is held across a wait: each is decided on before the next `.await`, so an
@@ -897,4 +902,16 @@ fn mentions_impl_trait(ty: &Type) -> bool {
         })
     }
     walk(quote!(#ty))
+}
+
+/// `tokens` with every token's span set to `span`: where an error about them is reported.
+fn respanned(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }

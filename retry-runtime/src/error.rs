@@ -453,11 +453,39 @@ mod tests {
     }
 
     #[test]
-    fn boxes_anyhow_and_strings_receive_it() {
+    fn boxes_and_strings_receive_it() {
         let boxed: BoxError = MediaProcessingError::exhausted(1, "x").into();
         assert!(boxed.downcast_ref::<MediaProcessingError>().is_some());
         let text: String = MediaProcessingError::exhausted(1, "x").into();
         assert_eq!(text, "Failed after 1 retries: x");
+    }
+
+    /// `anyhow::Error` receives it through anyhow's own `From`, and anyhow's `{:#}`, which
+    /// prints the chain, shows the redacted view of the last error after the give-up.
+    #[cfg(feature = "anyhow")]
+    #[test]
+    fn anyhow_receives_it_and_shows_the_redacted_chain() {
+        let last = io::Error::other(Wrapped(
+            "GET https://g.test/v1?key=secret123 failed",
+            io::Error::from(io::ErrorKind::ConnectionReset),
+        ));
+        let error = anyhow::Error::from(MediaProcessingError::exhausted(3, last));
+        let give_up = error
+            .downcast_ref::<MediaProcessingError>()
+            .expect("anyhow holds the give-up itself");
+        assert_eq!(give_up.attempts(), 3);
+        let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+        assert_eq!(
+            chain,
+            [
+                "Failed after 3 retries: GET https://g.test/v1?key=[REDACTED] failed: connection reset",
+                "GET https://g.test/v1?key=[REDACTED] failed",
+                "connection reset",
+            ]
+        );
+        let report = format!("{error:#}");
+        assert!(!report.contains("secret123"), "{report}");
+        assert!(report.ends_with(": connection reset"), "{report}");
     }
 
     #[test]

@@ -231,6 +231,23 @@ mod tests {
         assert_eq!(p.max_hint(), Duration::from_secs(120));
     }
 
+    /// The one other place the default cap is written: the message a constant `base_delay`
+    /// above it fails the build with (const evaluation cannot format the constant in).
+    #[test]
+    fn the_base_above_max_message_states_the_default_cap() {
+        let message = InvalidPolicy::BaseAboveMax {
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+        }
+        .message();
+        let cap = RetryPolicy::DEFAULT_MAX_DELAY;
+        assert_eq!(cap.subsec_nanos(), 0, "a whole number of seconds to state");
+        assert!(
+            message.ends_with(&format!("({} s unless you set it)", cap.as_secs())),
+            "{message}"
+        );
+    }
+
     #[test]
     fn builder_rejects_zero_attempts() {
         assert_eq!(

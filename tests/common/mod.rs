@@ -91,18 +91,35 @@ impl Logs {
         assert_eq!(self.lines(), expected);
     }
 
-    /// Asserts that event `i` carries `attempt = i + 1` and the call's other fields.
+    /// Asserts that event `i` carries `attempt = i + 1` and the call's other fields, and that
+    /// `delay_ms` is 0 on every event but a `Retry` line (no wait follows them). An empty log
+    /// fails: a check over no events would pass whatever the events say.
     #[track_caller]
     pub fn assert_fields(&self, function: &str, max_retries: u32) {
-        for (i, record) in self.records().iter().enumerate() {
+        let records = self.records();
+        assert!(!records.is_empty(), "no retry event was captured");
+        let max_retries = max_retries.to_string();
+        for (i, record) in records.iter().enumerate() {
             let attempt = (i + 1).to_string();
-            assert_eq!(record.field("function"), Some(function));
-            assert_eq!(record.field("attempt"), Some(attempt.as_str()));
+            assert_eq!(record.field("function"), Some(function), "{record:?}");
+            assert_eq!(
+                record.field("attempt"),
+                Some(attempt.as_str()),
+                "{record:?}"
+            );
             assert_eq!(
                 record.field("max_retries"),
-                Some(max_retries.to_string().as_str())
+                Some(max_retries.as_str()),
+                "{record:?}"
             );
-            assert!(record.field("delay_ms").is_some());
+            let delay_ms = record.field("delay_ms");
+            assert!(
+                delay_ms.is_some_and(|ms| ms.parse::<u64>().is_ok()),
+                "{record:?}"
+            );
+            if !record.message.starts_with("Retry ") {
+                assert_eq!(delay_ms, Some("0"), "no wait follows: {record:?}");
+            }
         }
     }
 
