@@ -33,7 +33,6 @@ use std::io::{self, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -42,6 +41,7 @@ use clap::Parser;
 use fault_server::{FaultServer, GeminiFaults};
 use indicatif::{ProgressBar, ProgressStyle};
 use resilience::http::{HttpError, error_for_status};
+use resilience::stats::record_async;
 use resilience::{Classify, GiveUpReason, MediaProcessingError, retry_with_backoff};
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
@@ -145,9 +145,7 @@ async fn analyze_image(
     client: &reqwest::Client,
     endpoint: &Endpoint,
     image: &Path,
-    log: &AttemptLog,
 ) -> Result<String, GeminiError> {
-    let _attempt = log.attempt();
     // A small local file: read in place (tokio's async read would use a blocking thread anyway).
     let bytes = std::fs::read(image).map_err(GeminiError::Image)?;
     let body = serde_json::json!({
@@ -239,39 +237,6 @@ fn transport_text(error: &reqwest::Error) -> String {
     format!("{what} ({root})")
 }
 
-/// The attempts of one image: how many, and how long they ran (the rest of its time was spent
-/// waiting between them). The attribute reports the count only when it gives up, so each
-/// attempt checks in here to show attempts and waits for every image.
-#[derive(Default)]
-struct AttemptLog {
-    count: AtomicU32,
-    busy_micros: AtomicU64,
-}
-
-impl AttemptLog {
-    fn attempt(&self) -> AttemptClock<'_> {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        AttemptClock {
-            log: self,
-            start: Instant::now(),
-        }
-    }
-}
-
-/// One attempt; adds its duration to the log when it ends, however it ends (even when the
-/// call's `timeout` drops it mid-request).
-struct AttemptClock<'a> {
-    log: &'a AttemptLog,
-    start: Instant,
-}
-
-impl Drop for AttemptClock<'_> {
-    fn drop(&mut self) {
-        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.log.busy_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tasks: every image ends `done` or `failed`
 // ---------------------------------------------------------------------------------------------
@@ -298,11 +263,9 @@ enum Outcome {
 
 /// Analyses one image and turns every outcome into a task to save: graceful degradation.
 async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) -> Task {
-    let log = AttemptLog::default();
-    let started = Instant::now();
-    let result = analyze_image(client, endpoint, image, &log).await;
-    let busy = Duration::from_micros(log.busy_micros.load(Ordering::Relaxed));
-    let mut attempts = log.count.load(Ordering::Relaxed);
+    // The facts of the call, whatever its ending: its retries and the waits before them.
+    let (result, stats) = record_async(analyze_image(client, endpoint, image)).await;
+    let attempts = stats.attempts();
     let outcome = match result {
         Ok(text) => {
             tracing::info!(target: "gemini_vision", "done: {}", shorten(&text, 70));
@@ -315,7 +278,6 @@ async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) ->
             let hint = retry_after
                 .map(|d| format!(", server says retry after {}", seconds(d)))
                 .unwrap_or_default();
-            attempts = error.attempts();
             tracing::warn!(target: "gemini_vision", "saved as failed after {attempts} attempts{hint}");
             let error = match error.reason() {
                 GiveUpReason::AttemptsExhausted => error.last_error_message().to_owned(),
@@ -339,7 +301,7 @@ async fn process(client: &reqwest::Client, endpoint: &Endpoint, image: &Path) ->
         image: file_name(image),
         outcome,
         attempts,
-        waited: started.elapsed().saturating_sub(busy),
+        waited: stats.waited,
     }
 }
 

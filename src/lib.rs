@@ -10,7 +10,8 @@ pub use retry_runtime::grpc;
 pub use retry_runtime::{
     BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
-    attempts, backoff, classify, error, hint, http, log, policy, redact, retry, sleep, timer,
+    attempts, backoff, classify, error, hint, http, log, policy, redact, retry, sleep, stats,
+    timer,
 };
 
 mod async_expansion;

@@ -139,6 +139,8 @@ pub struct Attempts {
     deadline: Option<Instant>,
     /// The server's hint in the last failure, kept for the give-up error.
     retry_after: Option<Duration>,
+    /// The waits so far, added up, for the give-up error.
+    waited: Duration,
 }
 
 impl Attempts {
@@ -152,6 +154,7 @@ impl Attempts {
             attempt: 1,
             deadline: deadline(policy, started),
             retry_after: None,
+            waited: Duration::ZERO,
         }
     }
 
@@ -236,6 +239,8 @@ impl Attempts {
             delay: wait,
         });
         self.attempt += 1;
+        self.waited = self.waited.saturating_add(wait);
+        crate::stats::retried(wait);
         Next::Retry(wait)
     }
 
@@ -304,6 +309,7 @@ impl Attempts {
     ) -> MediaProcessingError {
         MediaProcessingError::new(self.attempt, reason, message, last_error)
             .with_retry_after(self.retry_after)
+            .with_waited(self.waited)
     }
 
     /// The error to return when the `timeout` ran out during an attempt; logs the give-up.
@@ -318,6 +324,7 @@ impl Attempts {
         let _ = self.stop(&message, reason);
         // The running attempt had no answer, so no hint of its own.
         MediaProcessingError::new(self.attempt, reason, message, Some(Box::new(last)))
+            .with_waited(self.waited)
     }
 }
 

@@ -101,6 +101,8 @@ struct GiveUp {
     message: String,
     reason: GiveUpReason,
     retry_after: Option<Duration>,
+    /// The waits before the attempts after the first, added up.
+    waited: Duration,
     /// The last error itself, when its type could be kept.
     last_error: Option<BoxError>,
     /// What `source()` shows: the last error's chain, redacted.
@@ -142,6 +144,7 @@ impl MediaProcessingError {
             message,
             reason,
             retry_after: None,
+            waited: Duration::ZERO,
             last_error,
             view,
         }))
@@ -152,6 +155,19 @@ impl MediaProcessingError {
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
         self.0.retry_after = retry_after;
         self
+    }
+
+    /// The same error, stating how long the call waited between its attempts.
+    #[must_use]
+    pub fn with_waited(mut self, waited: Duration) -> Self {
+        self.0.waited = waited;
+        self
+    }
+
+    /// How long the call waited between its attempts, all waits added up (the time of the
+    /// attempts themselves is not counted).
+    pub fn waited(&self) -> Duration {
+        self.0.waited
     }
 
     /// How many attempts were made before giving up.
@@ -220,6 +236,7 @@ impl fmt::Debug for MediaProcessingError {
             .field("message", &self.0.message)
             .field("reason", &self.0.reason)
             .field("retry_after", &self.0.retry_after)
+            .field("waited", &self.0.waited)
             .field("last_error", &self.0.view)
             .finish()
     }

@@ -27,6 +27,7 @@ pub mod requirements;
 pub mod retry;
 mod scan;
 pub mod sleep;
+pub mod stats;
 pub mod timer;
 
 #[doc(hidden)]
