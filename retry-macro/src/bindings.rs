@@ -4,6 +4,8 @@
 //!   but the last, which gets the caller's value itself (`mut` bindings are the attempt's own).
 //! - `&mut T`: reborrowed by each attempt, so what it changes stays changed.
 //! - `&T` and `#[no_clone]`: borrowed by every attempt.
+//! - `#[rewind]` (by value or `&mut`): borrowed or reborrowed by every attempt, and sought back
+//!   to where the call started before each retry (`Rewound`).
 //!
 //! Input:  `fn upload(&self, (name, body): (String, Vec<u8>), mut n: u32, log: &mut Log)`
 //! Output: outer signature `fn upload(&self, __resilience_arg1: (String, Vec<u8>), n: u32, log: &mut Log)`;
@@ -15,7 +17,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, Pat, PatIdent, Signature, Type};
 
-use crate::item::is_no_clone;
+use crate::item::{is_no_clone, is_rewind};
 use crate::receiver::{ReceiverBinding, bind_receiver};
 
 /// One by-value argument carried into each attempt.
@@ -25,6 +27,17 @@ pub struct Carried {
     /// The attempt closure's pattern for it.
     pub pattern: TokenStream,
     /// Where a missing `Clone` is reported.
+    pub span: Span,
+}
+
+/// A `#[rewind]` parameter: the name the attempts reach it by.
+pub struct Rewound {
+    pub ident: Ident,
+    /// Its `#[cfg]`s: where it does not exist, neither does its rewinding.
+    pub cfgs: TokenStream,
+    /// Taken by value: the function rebinds it `mut` so that attempts can seek it.
+    pub by_value: bool,
+    /// The parameter's type: where a type that is not `Seek` is reported.
     pub span: Span,
 }
 
@@ -38,6 +51,8 @@ pub struct Bindings {
     pub rebinds: Vec<TokenStream>,
     /// Whether the body's `self` becomes the attempt's own receiver.
     pub rename_self: bool,
+    /// The `#[rewind]` parameters.
+    pub rewound: Vec<Rewound>,
 }
 
 pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
@@ -45,6 +60,7 @@ pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
     let mut carried = Vec::new();
     let mut rebinds = Vec::new();
     let mut rename_self = false;
+    let mut rewound = Vec::new();
     for (index, arg) in sig.inputs.iter_mut().enumerate() {
         match arg {
             FnArg::Receiver(receiver) => {
@@ -62,31 +78,27 @@ pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
                 }
             }
             FnArg::Typed(typed) => {
-                let no_clone = typed.attrs.iter().any(is_no_clone);
-                typed.attrs.retain(|a| !is_no_clone(a));
+                let rewind = typed.attrs.iter().any(is_rewind);
+                let no_clone = rewind || typed.attrs.iter().any(is_no_clone);
+                typed.attrs.retain(|a| !is_no_clone(a) && !is_rewind(a));
                 let cfgs = cfg_attrs(&typed.attrs);
+                // `checks.rs` refuses `#[rewind]` on anything but a name bound to a value or
+                // a `&mut`.
+                if rewind && let Pat::Ident(PatIdent { ident, .. }) = &*typed.pat {
+                    rewound.push(Rewound {
+                        ident: ident.clone(),
+                        cfgs: cfgs.clone(),
+                        by_value: !matches!(&*typed.ty, Type::Reference(_)),
+                        span: typed.ty.span(),
+                    });
+                }
+                let is_reference = matches!(&*typed.ty, Type::Reference(_));
                 match (&*typed.ty, no_clone) {
+                    // Reborrowed by each attempt, and rewound by it.
+                    _ if rewind && is_reference => reborrow(typed, &cfgs, &mut rebinds),
                     // Borrowed through the closure's capture.
                     (_, true) => {}
-                    (Type::Reference(reference), _) => {
-                        if let Pat::Ident(PatIdent {
-                            ident, mutability, ..
-                        }) = &mut *typed.pat
-                        {
-                            // A `mut` binding is the attempt's own: each attempt starts from
-                            // the caller's reference, whatever the last one reassigned.
-                            let mutability = mutability.take();
-                            if reference.mutability.is_some() {
-                                rebinds.push(quote_spanned!(typed.ty.span()=>
-                                    #cfgs let #mutability #ident = &mut *#ident;
-                                ));
-                            } else if mutability.is_some() {
-                                rebinds.push(quote_spanned!(typed.ty.span()=>
-                                    #cfgs let #mutability #ident = #ident;
-                                ));
-                            }
-                        }
-                    }
+                    (Type::Reference(_), _) => reborrow(typed, &cfgs, &mut rebinds),
                     // A parameter under `#[cfg]` may not exist: it cannot be a fixed element
                     // of the attempt's arguments, so each attempt clones it where it stands.
                     (ty, false) if !cfgs.is_empty() => {
@@ -120,6 +132,28 @@ pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
         carried,
         rebinds,
         rename_self,
+        rewound,
+    }
+}
+
+/// A `&mut` parameter reborrowed by each attempt; a `mut` binding of a reference is the
+/// attempt's own, so each attempt starts from the caller's reference.
+fn reborrow(typed: &mut syn::PatType, cfgs: &TokenStream, rebinds: &mut Vec<TokenStream>) {
+    let Type::Reference(reference) = &*typed.ty else {
+        return;
+    };
+    let span = typed.ty.span();
+    let is_mut = reference.mutability.is_some();
+    if let Pat::Ident(PatIdent {
+        ident, mutability, ..
+    }) = &mut *typed.pat
+    {
+        let mutability = mutability.take();
+        if is_mut {
+            rebinds.push(quote_spanned!(span=> #cfgs let #mutability #ident = &mut *#ident;));
+        } else if mutability.is_some() {
+            rebinds.push(quote_spanned!(span=> #cfgs let #mutability #ident = #ident;));
+        }
     }
 }
 

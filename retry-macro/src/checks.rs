@@ -10,7 +10,7 @@ use syn::{
 };
 
 use crate::errors::Errors;
-use crate::item::RetryFn;
+use crate::item::{RetryFn, is_no_clone, is_rewind};
 
 /// Reports the forms the retry loop cannot serve, each on its own token.
 pub fn check(item: &RetryFn, errors: &mut Errors) {
@@ -68,6 +68,7 @@ pub fn check(item: &RetryFn, errors: &mut Errors) {
             "`#[retry_with_backoff]` cannot return a borrow of a `&mut` input: every attempt reborrows it, so no attempt's borrow can outlive the retry loop; return an owned value, or take `&self` / a shared reference",
         );
     }
+    check_rewind(sig, errors);
     if let Some(variadic) = &sig.variadic {
         errors.at(
             variadic.span(),
@@ -238,6 +239,45 @@ fn instrumented_already(body: &proc_macro2::TokenStream) -> bool {
             statements < 3
         })
         .any(|token| names_its_span(token.into()))
+}
+
+/// `#[rewind]` needs a name bound to the reader itself or to `&mut` it: each attempt seeks it.
+fn check_rewind(sig: &Signature, errors: &mut Errors) {
+    for arg in &sig.inputs {
+        match arg {
+            FnArg::Receiver(receiver) => {
+                if let Some(attr) = receiver.attrs.iter().find(|a| is_rewind(a)) {
+                    errors.spanned(
+                        attr,
+                        "`#[rewind]` goes on a parameter, not on `self`: pass the reader as an argument, or seek it back at the top of the body",
+                    );
+                }
+            }
+            FnArg::Typed(typed) => {
+                let Some(attr) = typed.attrs.iter().find(|a| is_rewind(a)) else {
+                    continue;
+                };
+                if typed.attrs.iter().any(is_no_clone) {
+                    errors.spanned(
+                        attr,
+                        "`#[rewind]` and `#[no_clone]` cannot go together: `#[rewind]` already borrows the argument in every attempt, and puts it back where the call started; keep `#[rewind]`",
+                    );
+                } else if let Type::Reference(reference) = &*typed.ty
+                    && reference.mutability.is_none()
+                {
+                    errors.spanned(
+                        &typed.ty,
+                        "`#[rewind]` needs to seek the reader, which a shared reference cannot: take it by value or as `&mut`",
+                    );
+                } else if !matches!(&*typed.pat, syn::Pat::Ident(_)) {
+                    errors.spanned(
+                        &typed.pat,
+                        "`#[rewind]` needs the argument bound to a name, not a pattern: bind it to a name and destructure it in the body",
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

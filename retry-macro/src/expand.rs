@@ -47,7 +47,7 @@ use syn::spanned::Spanned;
 use syn::{ReturnType, Type};
 
 use crate::args::{Given, Key, Policy, Settings, Value};
-use crate::bindings::{Bindings, Carried, bindings};
+use crate::bindings::{Bindings, Carried, Rewound, bindings};
 use crate::item::RetryFn;
 use crate::receiver::rename_self as rename_self_in;
 
@@ -66,6 +66,7 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
         carried,
         rebinds,
         rename_self,
+        rewound,
     } = bindings(&sig, krate);
     let body = body.unwrap_or_default();
     let body = if rename_self {
@@ -78,7 +79,9 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let emitter = emitter(krate, &names);
     let policy = policy(&settings, &names);
     let policy_prelude = &policy.prelude;
-    let attempt = attempt_closure(&sig, &carried, &rebinds, &body, &types, krate, &names);
+    let attempt = attempt_closure(
+        &sig, &carried, &rebinds, &rewound, &body, &types, krate, &names,
+    );
     let run = if sig.asyncness.is_some() {
         async_run(&settings, &policy, &carried, &types, &names, &sig)
     } else {
@@ -400,10 +403,12 @@ fn built_policy(krate: &TokenStream, given: &[Given], checked: bool) -> TokenStr
 //         arrive as the closure's parameters, copies made by `fresh` (in this one place, so a
 //         missing `Clone` is reported once) or, for the last attempt, the caller's values;
 //         everything else is captured.
+#[allow(clippy::too_many_arguments)]
 fn attempt_closure(
     sig: &syn::Signature,
     carried: &[Carried],
     rebinds: &[TokenStream],
+    rewound: &[Rewound],
     body: &TokenStream,
     types: &Types,
     krate: &TokenStream,
@@ -415,8 +420,10 @@ fn attempt_closure(
     let shape = quote!(#krate::__private::shape_from(#refs, &#fresh));
     let pattern = nested(carried.iter().map(|c| c.pattern.clone()));
     let ret_arrow = &types.ret_arrow;
+    let (rewind_start, rewind_each) = rewinding(rewound, types, krate, names);
     let inner = quote!({
         #(#rebinds)*
+        #rewind_each
         { #body }
     });
     let closure = if sig.asyncness.is_some() {
@@ -440,6 +447,7 @@ fn attempt_closure(
     };
     let fresh_copies = fresh_closure(carried, krate);
     quote!(
+        #rewind_start
         // Its parameter's references are written `&_`, so the closure takes references of any
         // lifetime: it copies the caller's values here and a moved tuple's in the retries.
         #[allow(unused_variables)]
@@ -447,6 +455,62 @@ fn attempt_closure(
         #[allow(unused_mut)]
         let mut #attempt = #closure;
     )
+}
+
+/// For each `#[rewind]` parameter: where it stands as the call starts (noted before the first
+/// attempt), and, at the top of every attempt, a seek back there; when that fails, the
+/// attempt returns the give-up error at once (an inner give-up is never retried).
+fn rewinding(
+    rewound: &[Rewound],
+    types: &Types,
+    krate: &TokenStream,
+    names: &Names,
+) -> (TokenStream, TokenStream) {
+    let mut start = TokenStream::new();
+    let mut each = TokenStream::new();
+    let holds = &types.holds_give_up;
+    for (
+        n,
+        Rewound {
+            ident,
+            cfgs,
+            by_value,
+            span,
+        },
+    ) in rewound.iter().enumerate()
+    {
+        let state = names.local(&format!("rewind{n}"));
+        let name = ident.to_string();
+        // Spanned at the parameter's type, the crate path included: a type that is not
+        // `Seek` is reported there.
+        let target = if *by_value {
+            quote_spanned!(*span=> &mut #ident)
+        } else {
+            quote_spanned!(*span=> &mut *#ident)
+        };
+        if *by_value {
+            start.extend(quote!(#cfgs #[allow(unused_mut)] let mut #ident = #ident;));
+        }
+        let here = respanned(krate, *span);
+        start.extend(quote_spanned!(*span=>
+            #cfgs let mut #state = #here::__private::Rewind::start(
+                #here::requirements::rewindable(#target),
+                #name,
+            );
+        ));
+        let give_up = names.local("give_up");
+        let gave_up = types.returned(
+            quote!(::core::result::Result::Err(#holds::from_give_up(#give_up))),
+            names.ret_span,
+        );
+        each.extend(quote!(
+            #cfgs
+            if let ::core::result::Result::Err(#give_up) = #state.before_attempt(#target) {
+                return #gave_up;
+            }
+        ));
+    }
+    (start, each)
 }
 
 /// `(&url, (&body, ()))`: the by-value arguments, borrowed, for `fresh` to copy.

@@ -54,7 +54,8 @@ impl Parse for RetryFn {
 }
 
 impl ToTokens for RetryFn {
-    /// The item as it was written (minus `#[no_clone]`): the fallback output on errors.
+    /// The item as it was written (minus `#[no_clone]` and `#[rewind]`): the fallback output
+    /// on errors.
     fn to_tokens(&self, tokens: &mut TokenStream) {
         let Self {
             attrs,
@@ -67,8 +68,10 @@ impl ToTokens for RetryFn {
         let mut sig = sig.clone();
         for arg in &mut sig.inputs {
             match arg {
-                FnArg::Typed(typed) => typed.attrs.retain(|a| !is_no_clone(a)),
-                FnArg::Receiver(receiver) => receiver.attrs.retain(|a| !is_no_clone(a)),
+                FnArg::Typed(typed) => typed.attrs.retain(|a| !is_no_clone(a) && !is_rewind(a)),
+                FnArg::Receiver(receiver) => {
+                    receiver.attrs.retain(|a| !is_no_clone(a) && !is_rewind(a))
+                }
             }
         }
         match body {
@@ -86,4 +89,10 @@ impl ToTokens for RetryFn {
 /// `#[no_clone]`: the parameter is borrowed by every attempt, not cloned.
 pub fn is_no_clone(attr: &Attribute) -> bool {
     attr.path().is_ident("no_clone")
+}
+
+/// `#[rewind]`: a file or reader, borrowed by every attempt and put back where the call
+/// started before each retry.
+pub fn is_rewind(attr: &Attribute) -> bool {
+    attr.path().is_ident("rewind")
 }

@@ -22,15 +22,47 @@ use quote::quote;
 /// Retries the function with exponential backoff and jitter when it fails with a retryable
 /// error, and returns a `MediaProcessingError` (through `From`) once the attempts are spent.
 ///
+/// ```
+/// use std::io;
+/// use resilience::{Classify, MediaProcessingError, retry_with_backoff};
+///
+/// #[derive(Debug, thiserror::Error, Classify)]
+/// enum ApiError {
+///     #[error("{0}")]
+///     Io(#[from] io::Error),
+///     #[error(transparent)]
+///     GaveUp(#[from] MediaProcessingError),
+/// }
+///
+/// /// 429s, 503s, timeouts and resets are retried; a bad request comes back at once.
+/// #[retry_with_backoff(max_retries = 3, base_delay = 0.001, max_delay = 0.01, jitter = 0)]
+/// fn describe(image: &str, calls: &mut u32) -> Result<String, ApiError> {
+///     *calls += 1;
+///     if *calls < 3 {
+///         return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer").into());
+///     }
+///     Ok(format!("a photo of {image}"))
+/// }
+///
+/// let mut calls = 0;
+/// assert_eq!(describe("beach.jpg", &mut calls)?, "a photo of beach.jpg");
+/// assert_eq!(calls, 3);
+/// # Ok::<(), ApiError>(())
+/// ```
+///
 /// Arguments, all optional: `max_retries` (total attempts), `base_delay`, `max_delay`,
 /// `jitter`, `timeout` (the whole call) and `max_hint` (the longest server-requested wait
 /// honoured), as literals or constants; or `policy = <&RetryPolicy>` built at run time;
 /// `retry_if = <path or closure>` (a predicate over `&E` that answers first); and
-/// `crate = <path>` when `resilience` is reached by another path. Mark a by-value parameter
-/// `#[no_clone]` when the body only borrows it. An `async fn` needs the `tokio` feature of
-/// `resilience` (on by default).
+/// `crate = <path>` when `resilience` is reached by another path.
 ///
-/// See the `resilience` crate for examples.
+/// Parameters: by-value arguments are cloned for every attempt but the last; `&mut` ones are
+/// reborrowed. Mark a file or reader `#[rewind]` (by value or `&mut`) and every attempt reads
+/// it from where the call started; mark a by-value parameter `#[no_clone]` to share one value
+/// between all attempts, its state and position included. An `async fn` needs the `tokio`
+/// feature of `resilience` (on by default).
+///
+/// The `resilience` crate's front page is the whole manual.
 #[proc_macro_attribute]
 pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = errors::Errors::default();

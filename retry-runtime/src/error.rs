@@ -32,6 +32,12 @@ pub enum GiveUpReason {
         /// The bound that was set on the whole call.
         timeout: Duration,
     },
+    /// A `#[rewind]` argument could not be put back where the call started, so the next
+    /// attempt would have read what an earlier one left: the call stopped instead.
+    RewindFailed {
+        /// The parameter's name.
+        argument: &'static str,
+    },
     /// The server asked for a longer wait than the policy's `max_hint` allows.
     HintAboveCap {
         /// What the server asked for.
@@ -54,6 +60,12 @@ impl fmt::Display for GiveUpReason {
                 wait.as_secs_f64(),
                 timeout.as_secs_f64()
             ),
+            GiveUpReason::RewindFailed { argument } => {
+                write!(
+                    f,
+                    "`{argument}` could not be rewound to where the call started"
+                )
+            }
             GiveUpReason::HintAboveCap {
                 retry_after,
                 max_hint,

@@ -86,7 +86,7 @@ impl<E: From<MediaProcessingError>> HoldsGiveUp for E {
 #[diagnostic::on_unimplemented(
     message = "`#[retry_with_backoff]` gives each attempt its own copy of this argument, but `{Self}` is not `Clone`",
     label = "passed by value, so every attempt but the last needs a clone",
-    note = "take it by reference, implement `Clone` for it, or mark the parameter `#[no_clone]` if the body only borrows it"
+    note = "take it by reference or implement `Clone` for it; a file or a reader: mark it `#[rewind]`, and every attempt reads it from where the call started; `#[no_clone]` shares one value between all attempts, its position included"
 )]
 pub trait ClonedPerAttempt: Sized {
     /// A copy for one attempt.
@@ -98,6 +98,26 @@ impl<T: Clone> ClonedPerAttempt for T {
     fn fresh(&self) -> Self {
         self.clone()
     }
+}
+
+/// A `#[rewind]` argument can be put back where the call started: it is `std::io::Seek`.
+#[diagnostic::on_unimplemented(
+    message = "`#[rewind]` puts this argument back where the call started before each retry, but `{Self}` is not `std::io::Seek`",
+    label = "not `Seek`",
+    note = "mark only a file or a seekable reader (`File`, `Cursor<..>`, `BufReader<File>`) `#[rewind]`; read a stream that cannot seek into a buffer before the call, and pass the buffer"
+)]
+pub trait Rewindable: std::io::Seek {}
+
+impl<T: std::io::Seek + ?Sized> Rewindable for T {}
+
+/// How the attempts seek a `#[rewind]` argument.
+pub type Seeker<S> = fn(&mut S, std::io::SeekFrom) -> std::io::Result<u64>;
+
+/// A `#[rewind]` argument, checked to be [`Rewindable`], with its seek: the attribute's
+/// expansion calls this once per call, where the check reports on the parameter.
+#[inline(always)]
+pub fn rewindable<S: Rewindable + ?Sized>(stream: &mut S) -> (&mut S, Seeker<S>) {
+    (stream, |stream, to| stream.seek(to))
 }
 
 /// What a `retry_if` predicate (or the closure API's `.when`) answers: `bool` or [`Verdict`].

@@ -10,6 +10,7 @@
 mod derive;
 mod policy;
 mod probes;
+mod rewind;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -18,6 +19,7 @@ use std::pin::Pin;
 pub use derive::*;
 pub use policy::*;
 pub use probes::*;
+pub use rewind::Rewind;
 pub use tracing;
 
 pub use crate::attempts::{

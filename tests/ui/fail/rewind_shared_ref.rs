@@ -1,0 +1,12 @@
+use std::io::Read;
+
+use resilience::retry_with_backoff;
+
+#[retry_with_backoff]
+fn upload(#[rewind] file: &std::fs::File) -> std::io::Result<usize> {
+    let mut body = Vec::new();
+    let mut file = file;
+    file.read_to_end(&mut body)
+}
+
+fn main() {}
