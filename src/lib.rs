@@ -11,7 +11,7 @@ pub use retry_runtime::{
     BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
     InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
     attempts, backoff, classify, error, hint, http, log, policy, redact, retry, sleep, stats,
-    timer,
+    strategy, testing, timer,
 };
 
 mod async_expansion;

@@ -51,23 +51,30 @@ pub enum Key {
     Jitter,
     Timeout,
     MaxHint,
+    /// `strategy = full`: the jitter strategy.
+    Strategy,
+    /// `growth = linear`.
+    Growth,
 }
 
 impl Key {
     /// The builder method that sets it.
     pub fn setter(self) -> &'static str {
-        self.name()
+        match self {
+            Key::Strategy => "jitter_strategy",
+            other => other.name(),
+        }
     }
 
     /// Whether its value is a number of seconds.
     pub fn is_seconds(self) -> bool {
-        self != Key::MaxRetries
+        !matches!(self, Key::MaxRetries | Key::Strategy | Key::Growth)
     }
 
     /// The runtime's `Key` variant for its seconds, `None` for `max_retries`.
     pub fn seconds_key(self) -> Option<&'static str> {
         Some(match self {
-            Key::MaxRetries => return None,
+            Key::MaxRetries | Key::Strategy | Key::Growth => return None,
             Key::BaseDelay => "BaseDelay",
             Key::MaxDelay => "MaxDelay",
             Key::Jitter => "Jitter",
@@ -84,9 +91,27 @@ impl Key {
             Key::Jitter => "jitter",
             Key::Timeout => "timeout",
             Key::MaxHint => "max_hint",
+            Key::Strategy => "strategy",
+            Key::Growth => "growth",
         }
     }
 }
+
+/// The jitter strategies `strategy = ..` names, as `resilience::strategy::Jitter`'s variants.
+const STRATEGIES: &[(&str, &str)] = &[
+    ("additive", "Additive"),
+    ("full", "Full"),
+    ("equal", "Equal"),
+    ("decorrelated", "Decorrelated"),
+    ("none", "None"),
+];
+
+/// The growths `growth = ..` names, as `resilience::strategy::Growth`'s variants.
+const GROWTHS: &[(&str, &str)] = &[
+    ("exponential", "Exponential"),
+    ("linear", "Linear"),
+    ("constant", "Constant"),
+];
 
 /// A policy argument as given.
 pub struct Given {
@@ -104,6 +129,8 @@ pub enum Value {
     Nanos(u64),
     /// `max_retries = MAX`, `base_delay = config::BASE`: checked by const evaluation.
     Constant(Box<Expr>),
+    /// `strategy = full`: the variant `Full` of the enum the key names.
+    Variant(&'static str),
 }
 
 /// Every argument, with the example its "needs a value" error shows.
@@ -114,6 +141,8 @@ const ARGUMENTS: &[(&str, &str)] = &[
     ("jitter", "jitter = 0.5"),
     ("timeout", "timeout = 60.0"),
     ("max_hint", "max_hint = 60.0"),
+    ("strategy", "strategy = full"),
+    ("growth", "growth = linear"),
     ("retry_if", "retry_if = is_transient"),
     ("policy", "policy = &POLICY"),
     ("crate", "crate = my_facade::resilience"),
@@ -264,6 +293,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
             "jitter" => Some(Key::Jitter),
             "timeout" => Some(Key::Timeout),
             "max_hint" => Some(Key::MaxHint),
+            "strategy" => Some(Key::Strategy),
+            "growth" => Some(Key::Growth),
             _ => None,
         };
         if let Some(policy_key) = policy_key {
@@ -271,6 +302,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
             let span = value.span();
             let checked = match policy_key {
                 Key::MaxRetries => attempts(&value, errors),
+                Key::Strategy => variant(&value, "strategy", STRATEGIES, errors),
+                Key::Growth => variant(&value, "growth", GROWTHS, errors),
                 seconds_key => seconds(seconds_key, &value, errors).map(|(checked, secs)| {
                     if let Some(secs) = secs {
                         literal_delays.push((seconds_key, secs, span));
@@ -294,6 +327,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         }
     }
     check_delays(&literal_delays, errors);
+    check_strategy(&values, errors);
     let policy = match policy {
         Some(expr) => {
             if let Some(other) = first_policy_key {
@@ -323,6 +357,74 @@ fn check_delays(delays: &[(Key, f64, Span)], errors: &mut Errors) {
         errors.at(
             *span,
             format!("`max_delay` ({max}) must not be below `base_delay` ({base})"),
+        );
+    }
+}
+
+/// `strategy = full`, `growth = linear`: one of `names`, written as a bare name.
+fn variant(
+    value: &Expr,
+    key: &str,
+    names: &[(&'static str, &'static str)],
+    errors: &mut Errors,
+) -> Option<Value> {
+    let written = match value {
+        Expr::Path(path) if path.qself.is_none() => path.path.get_ident().map(Ident::to_string),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(text),
+            ..
+        }) => Some(text.value()),
+        _ => None,
+    };
+    let found = written
+        .as_deref()
+        .and_then(|name| names.iter().find(|(known, _)| *known == name));
+    match found {
+        Some((_, variant)) => Some(Value::Variant(variant)),
+        None => {
+            let list: Vec<String> = names.iter().map(|(n, _)| format!("`{n}`")).collect();
+            errors.spanned(
+                value,
+                format!(
+                    "`{key}` is one of {}, like `{key} = {}`",
+                    list.join(", "),
+                    names.get(1).map_or("", |(n, _)| n)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `jitter` sets the spread of the additive strategy alone, and decorrelated jitter grows from
+/// the last wait rather than by a growth: a combination that would change nothing is refused.
+fn check_strategy(values: &[Given], errors: &mut Errors) {
+    let find = |key| values.iter().find(|g| g.key == key);
+    let Some(Given {
+        value: Value::Variant(strategy),
+        ..
+    }) = find(Key::Strategy)
+    else {
+        return;
+    };
+    let name = STRATEGIES
+        .iter()
+        .find(|(_, variant)| variant == strategy)
+        .map_or("", |(name, _)| name);
+    if *strategy != "Additive"
+        && let Some(jitter) = find(Key::Jitter)
+    {
+        errors.at(
+            jitter.span,
+            format!("`jitter` is the spread of `strategy = additive` only; `strategy = {name}` draws its own: remove `jitter`"),
+        );
+    }
+    if *strategy == "Decorrelated"
+        && let Some(growth) = find(Key::Growth)
+    {
+        errors.at(
+            growth.span,
+            "`strategy = decorrelated` grows each wait from the last one, not by a growth: remove `growth`",
         );
     }
 }

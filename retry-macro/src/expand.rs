@@ -326,6 +326,18 @@ fn built_policy(krate: &TokenStream, given: &[Given], checked: bool) -> TokenStr
         let setter = format_ident!("{}", key.setter());
         let argument = match value {
             Value::Attempts(n) => quote!(#n),
+            Value::Variant(variant) => {
+                let variant = format_ident!("{}", variant);
+                let kind = format_ident!(
+                    "{}",
+                    if *key == Key::Growth {
+                        "Growth"
+                    } else {
+                        "Jitter"
+                    }
+                );
+                quote_spanned!(*span=> #krate::strategy::#kind::#variant)
+            }
             Value::Nanos(nanos) => quote!(::core::time::Duration::from_nanos(#nanos)),
             // A constant of attempts: checked alone, so the error lands on it. Its type is
             // stated first, so a constant of another type is told so on its own token.

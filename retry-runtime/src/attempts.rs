@@ -9,7 +9,7 @@
 use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
-use crate::backoff::next_delay;
+use crate::backoff::BackoffState;
 use crate::classify::Classified;
 use crate::classify::chain::redacted;
 use crate::error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
@@ -141,6 +141,12 @@ pub struct Attempts {
     retry_after: Option<Duration>,
     /// The waits so far, added up, for the give-up error.
     waited: Duration,
+    /// The attempts allowed: the policy's, or fewer under the [testing mode](crate::testing).
+    max_retries: u32,
+    /// The testing mode is on: every wait is zero.
+    no_waits: bool,
+    /// The previous backoff wait, which decorrelated jitter grows from.
+    backoff: BackoffState,
 }
 
 impl Attempts {
@@ -148,7 +154,12 @@ impl Attempts {
     #[cold]
     #[inline(never)]
     pub fn after_first(policy: &RetryPolicy, site: Site, started: Option<Instant>) -> Self {
+        let testing = crate::testing::current();
+        let cap = testing.and_then(|mode| mode.attempt_cap());
         Self {
+            max_retries: cap.map_or(policy.max_retries(), |cap| cap.min(policy.max_retries())),
+            no_waits: testing.is_some(),
+            backoff: BackoffState::new(),
             policy: *policy,
             site,
             attempt: 1,
@@ -174,7 +185,7 @@ impl Attempts {
     /// by-value arguments rather than copies.
     #[inline]
     pub fn is_last(&self) -> bool {
-        self.attempt >= self.policy.max_retries()
+        self.attempt >= self.max_retries
     }
 
     /// An attempt after a retry succeeded: logs `Success on attempt {n}`.
@@ -183,7 +194,7 @@ impl Attempts {
     pub fn succeeded(&self) {
         self.site.emit(Event::Succeeded {
             attempt: self.attempt,
-            max_retries: self.policy.max_retries(),
+            max_retries: self.max_retries,
         });
     }
 
@@ -200,7 +211,7 @@ impl Attempts {
         error: &dyn Display,
         now: impl FnOnce() -> Instant,
     ) -> Next {
-        let max_retries = self.policy.max_retries();
+        let max_retries = self.max_retries;
         self.retry_after = classified.retry_after;
         if !classified.is_retryable() {
             self.site.emit(Event::NotRetryable {
@@ -214,7 +225,7 @@ impl Attempts {
         if self.attempt >= max_retries {
             return self.stop(error, GiveUpReason::AttemptsExhausted);
         }
-        let mut wait = next_delay(&self.policy, self.attempt);
+        let mut wait = self.backoff.next_delay(&self.policy, self.attempt);
         if let Some(hint) = classified.retry_after {
             let max_hint = self.policy.max_hint();
             if hint > max_hint {
@@ -225,6 +236,9 @@ impl Attempts {
                 return self.stop(error, reason);
             }
             wait = wait.max(hint);
+        }
+        if self.no_waits {
+            wait = Duration::ZERO;
         }
         if let (Some(deadline), Some(timeout)) = (self.deadline, self.policy.timeout()) {
             let wakes_in_time = now().checked_add(wait).is_some_and(|wake| wake <= deadline);
@@ -291,7 +305,7 @@ impl Attempts {
     fn stop(&self, error: &dyn Display, reason: GiveUpReason) -> Next {
         self.site.emit(Event::GaveUp {
             attempt: self.attempt,
-            max_retries: self.policy.max_retries(),
+            max_retries: self.max_retries,
             error,
             reason,
         });

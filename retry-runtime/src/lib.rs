@@ -28,6 +28,8 @@ pub mod retry;
 mod scan;
 pub mod sleep;
 pub mod stats;
+pub mod strategy;
+pub mod testing;
 pub mod timer;
 
 #[doc(hidden)]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::strategy::{Growth, Jitter};
+
 /// How a call is retried: attempts, backoff and an optional bound on the whole call.
 ///
 /// The `#[retry_with_backoff]` attribute builds one of these at compile time from its
@@ -29,6 +31,8 @@ pub struct RetryPolicy {
     jitter: Duration,
     timeout: Option<Duration>,
     max_hint: Duration,
+    jitter_strategy: Jitter,
+    growth: Growth,
 }
 
 impl RetryPolicy {
@@ -54,6 +58,8 @@ impl RetryPolicy {
             jitter: Self::DEFAULT_JITTER,
             timeout: None,
             max_hint: Self::DEFAULT_MAX_HINT,
+            jitter_strategy: Jitter::Additive,
+            growth: Growth::Exponential,
         }
     }
 
@@ -79,7 +85,8 @@ impl RetryPolicy {
         self.max_delay
     }
 
-    /// Upper bound (exclusive) of the random spread added to each wait.
+    /// Upper bound (exclusive) of the random spread added to each wait by
+    /// [`Jitter::Additive`]; the other strategies draw their own spread and ignore it.
     pub const fn jitter(&self) -> Duration {
         self.jitter
     }
@@ -93,6 +100,16 @@ impl RetryPolicy {
     /// one makes the call give up at once, with the hint in the error.
     pub const fn max_hint(&self) -> Duration {
         self.max_hint
+    }
+
+    /// How each wait is spread at random: the design note's [`Jitter::Additive`] unless set.
+    pub const fn jitter_strategy(&self) -> Jitter {
+        self.jitter_strategy
+    }
+
+    /// How the waits grow with the attempt: [`Growth::Exponential`] unless set.
+    pub const fn growth(&self) -> Growth {
+        self.growth
     }
 }
 
@@ -128,9 +145,23 @@ impl PolicyBuilder {
         self
     }
 
-    /// Upper bound of the random spread added to each wait; zero turns jitter off.
+    /// Upper bound of the random spread added to each wait by [`Jitter::Additive`] (the
+    /// default strategy); zero turns it off. Other strategies ignore it.
     pub const fn jitter(mut self, jitter: Duration) -> Self {
         self.policy.jitter = jitter;
+        self
+    }
+
+    /// How each wait is spread at random (see [`Jitter`]); [`Jitter::Additive`] by default.
+    pub const fn jitter_strategy(mut self, strategy: Jitter) -> Self {
+        self.policy.jitter_strategy = strategy;
+        self
+    }
+
+    /// How the waits grow with the attempt (see [`Growth`]); [`Growth::Exponential`] by
+    /// default. [`Jitter::Decorrelated`] grows by itself and takes only the default.
+    pub const fn growth(mut self, growth: Growth) -> Self {
+        self.policy.growth = growth;
         self
     }
 
@@ -163,6 +194,13 @@ impl PolicyBuilder {
         {
             return Err(InvalidPolicy::ZeroTimeout);
         }
+        // Decorrelated jitter multiplies the previous wait and never reads a growth: a
+        // linear or constant one would be silently ignored, so it is refused instead.
+        if matches!(p.jitter_strategy, Jitter::Decorrelated)
+            && !matches!(p.growth, Growth::Exponential)
+        {
+            return Err(InvalidPolicy::GrowthWithDecorrelated { growth: p.growth });
+        }
         Ok(p)
     }
 }
@@ -179,6 +217,9 @@ impl InvalidPolicy {
                 "`base_delay` must not be above `max_delay` (30 s unless you set it)"
             }
             InvalidPolicy::ZeroTimeout => "`timeout` must be above zero",
+            InvalidPolicy::GrowthWithDecorrelated { .. } => {
+                "decorrelated jitter grows from the previous wait: it takes no linear or constant growth"
+            }
         }
     }
 }
@@ -197,6 +238,12 @@ pub enum InvalidPolicy {
     },
     /// A timeout of zero would fail every call before it starts.
     ZeroTimeout,
+    /// [`Jitter::Decorrelated`] with a growth other than [`Growth::Exponential`]: that
+    /// strategy grows from its previous wait and would ignore the growth.
+    GrowthWithDecorrelated {
+        /// The growth asked for.
+        growth: Growth,
+    },
 }
 
 impl std::fmt::Display for InvalidPolicy {
@@ -208,6 +255,10 @@ impl std::fmt::Display for InvalidPolicy {
             } => write!(
                 f,
                 "`base_delay` ({base_delay:?}) must not be above `max_delay` ({max_delay:?})"
+            ),
+            Self::GrowthWithDecorrelated { growth } => write!(
+                f,
+                "decorrelated jitter grows from the previous wait: it takes no {growth} growth"
             ),
             Self::NoAttempts | Self::ZeroTimeout => f.write_str(self.message()),
         }
@@ -229,6 +280,57 @@ mod tests {
         assert_eq!(p.jitter(), Duration::from_secs(1));
         assert_eq!(p.timeout(), None);
         assert_eq!(p.max_hint(), Duration::from_secs(120));
+        assert_eq!(p.jitter_strategy(), Jitter::Additive);
+        assert_eq!(p.growth(), Growth::Exponential);
+    }
+
+    /// The builder's strategy methods are const, so a policy with a strategy can still be a
+    /// `const` (as the attribute builds its policy).
+    #[test]
+    fn strategies_are_set_in_const_context() {
+        const FULL_LINEAR: RetryPolicy = match RetryPolicy::builder()
+            .jitter_strategy(Jitter::Full)
+            .growth(Growth::Linear)
+            .build()
+        {
+            Ok(policy) => policy,
+            Err(_) => RetryPolicy::new(),
+        };
+        assert_eq!(FULL_LINEAR.jitter_strategy(), Jitter::Full);
+        assert_eq!(FULL_LINEAR.growth(), Growth::Linear);
+        // The rest stays at the defaults.
+        assert_eq!(FULL_LINEAR.base_delay(), RetryPolicy::DEFAULT_BASE_DELAY);
+    }
+
+    #[test]
+    fn every_strategy_builds_with_every_growth_but_decorrelated() {
+        for jitter in Jitter::ALL {
+            for growth in Growth::ALL {
+                let built = RetryPolicy::builder()
+                    .jitter_strategy(jitter)
+                    .growth(growth)
+                    .build();
+                if jitter == Jitter::Decorrelated && growth != Growth::Exponential {
+                    assert_eq!(built, Err(InvalidPolicy::GrowthWithDecorrelated { growth }));
+                } else {
+                    assert!(built.is_ok(), "{jitter} with {growth}: {built:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_decorrelated_growth_error_names_the_growth() {
+        let err = RetryPolicy::builder()
+            .jitter_strategy(Jitter::Decorrelated)
+            .growth(Growth::Constant)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "decorrelated jitter grows from the previous wait: it takes no constant growth"
+        );
+        assert!(err.message().starts_with("decorrelated jitter"));
     }
 
     /// The one other place the default cap is written: the message a constant `base_delay`
