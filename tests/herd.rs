@@ -2,12 +2,14 @@
 //! the strategies keep the AWS study's order at 100 clients, honouring a quota's hint wastes
 //! fewer 429s, and a quick run draws its plot.
 
+mod common;
+
 use std::path::PathBuf;
 
-use retry_runtime::strategy::Jitter;
+use resilience::strategy::Jitter;
 
-#[path = "../examples/herd/plot.rs"]
-mod plot;
+// The example's own simulation; the test uses only part of it.
+#[allow(dead_code)]
 #[path = "../examples/herd/sim.rs"]
 mod sim;
 
@@ -102,21 +104,37 @@ fn honouring_the_quota_hint_wastes_fewer_429s_and_gives_no_one_up() {
     }
 }
 
+/// The example itself, as CI runs it: `--quick` (10 trials), its table on stdout and its plot
+/// where `--plot` says.
 #[test]
-fn a_quick_run_writes_its_plot() {
-    // `--quick`'s 10 trials, every client count.
-    let occ = sim::occ_table(&sim::client_counts(), 10, SEED);
-    let quota = sim::quota_table(sim::QuotaSetup::default(), 10, SEED);
+fn the_example_s_quick_run_prints_its_table_and_writes_its_plot() {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("herd-test.png");
     let _ = std::fs::remove_file(&path);
-    plot::draw(&path, &occ, &quota).unwrap_or_else(|e| panic!("draw {}: {e}", path.display()));
+    let output = std::process::Command::new(common::example::binary("herd"))
+        .arg("--quick")
+        .arg("--plot")
+        .arg(&path)
+        .output()
+        .expect("run the herd example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", output.status);
+    for strategy in STRATEGIES {
+        assert!(
+            stdout.contains(strategy.name()),
+            "{strategy} missing:\n{stdout}"
+        );
+    }
 
     let png = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     // The IHDR chunk comes first: width and height, big-endian, at bytes 16 and 20.
     let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
     let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
-    assert_eq!((width, height), plot::SIZE);
+    assert_eq!(
+        (width, height),
+        (1400, 1000),
+        "`SIZE` in examples/herd/plot.rs"
+    );
     // Lines, bars and text compress to tens of kilobytes; a blank canvas to far less.
     assert!(png.len() > 20_000, "{} bytes: an empty plot?", png.len());
 }

@@ -7,6 +7,8 @@
 //! The tests drive the example's binary, as a user would, and read its database directly.
 //! Run with `--nocapture` to see the figures of each run (kills, how many mid-task, claims).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -20,71 +22,10 @@ use rusqlite::{Connection, OpenFlags};
 // -------------------------------------------------------------------------------------------
 // The binary and its databases
 
-/// Builds the example once for all tests and returns its path.
+/// The example's binary, built once for all tests.
 fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let mut cargo = Command::new(env!("CARGO"));
-        // Cargo gives a test the variables of the package under test (`CARGO_MANIFEST_DIR`,
-        // `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rebuild when one of them
-        // changes, so passing them on would rebuild half the dependencies on every run, and
-        // again for the next plain `cargo build`.
-        for (name, _) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_MANIFEST_LINKS",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&name);
-            if set_for_tests {
-                cargo.env_remove(name);
-            }
-        }
-        let output = cargo
-            .args([
-                "build",
-                "--example",
-                "media_queue",
-                "--manifest-path",
-                manifest,
-            ])
-            .args(["--message-format", "json-render-diagnostics"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build");
-        assert!(
-            output.status.success(),
-            "cargo build --example media_queue failed"
-        );
-        // Cargo says where it put the binary; a `target-dir` in a config file counts too.
-        let reported = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|msg| msg["reason"] == "compiler-artifact")
-            .filter(|msg| msg["target"]["name"] == "media_queue")
-            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from));
-        let binary = reported.unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-                |dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
-            );
-            target
-                .join("debug/examples")
-                .join(format!("media_queue{}", std::env::consts::EXE_SUFFIX))
-        });
-        assert!(binary.is_file(), "no binary at {}", binary.display());
-        binary
-    })
+    BINARY.get_or_init(|| common::example::binary("media_queue"))
 }
 
 /// A fresh directory for one test's database, removed when dropped.

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use retry_runtime::RetryPolicy;
-use retry_runtime::backoff::BackoffState;
-use retry_runtime::strategy::Jitter;
+use resilience::RetryPolicy;
+use resilience::backoff::BackoffState;
+use resilience::strategy::Jitter;
 
 /// The strategies compared, in the order of the table and the plot's legend.
 pub const STRATEGIES: [Jitter; 5] = [
@@ -324,7 +324,7 @@ pub fn quota_run(setup: QuotaSetup, jitter: Jitter, honour: bool, seed: u64) -> 
         if honour {
             // The runtime reads the hint from the answer's text, as it does a real Gemini
             // error body; the wait is the longer of the two.
-            if let Some(hint) = retry_runtime::hint::read_text(&quota_body(resets_in)).retry_after {
+            if let Some(hint) = resilience::hint::read_text(&quota_body(resets_in)).retry_after {
                 wait = wait.max(hint);
             }
         }

@@ -3,6 +3,8 @@
 //! tests can read back the waits and the exact lines.
 #![allow(dead_code)]
 
+pub mod example;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,77 @@
+//! The examples' binaries, built by cargo for the tests that run them as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+
+/// Builds the example `name` (once per test binary) and returns its path.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    // Held while building, so that parallel tests build each example once.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, path)) = built.iter().find(|(built, _)| built == name) {
+        return path.clone();
+    }
+    let path = build(name);
+    built.push((name.to_owned(), path.clone()));
+    path
+}
+
+fn build(name: &str) -> PathBuf {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut cargo = Command::new(env!("CARGO"));
+    // Cargo gives a test the variables of the package under test (`CARGO_MANIFEST_DIR`,
+    // `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rebuild when one of them changes,
+    // so passing them on would rebuild half the dependencies on every run, and again for the
+    // next plain `cargo build`.
+    for (variable, _) in std::env::vars_os() {
+        let Some(variable) = variable.to_str() else {
+            continue;
+        };
+        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|prefix| variable.starts_with(prefix))
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&variable);
+        if set_for_tests {
+            cargo.env_remove(variable);
+        }
+    }
+    let output = cargo
+        .args(["build", "--example", name, "--manifest-path", manifest])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed"
+    );
+    // Cargo says where it put the binary; a `target-dir` in a config file counts too.
+    let reported = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter(|msg| msg["target"]["name"] == name)
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from));
+    let binary = reported.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+            |dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        );
+        target
+            .join("debug/examples")
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+    });
+    assert!(binary.is_file(), "no binary at {}", binary.display());
+    binary
+}
