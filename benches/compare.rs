@@ -187,6 +187,7 @@ fn retry_decision(c: &mut Criterion) {
             |e| explain(e),
             |e| e.to_string(),
             |e| Some(BoxError::from(e)),
+            |_, _, _| {},
             Instant::now,
         )
     };
@@ -199,6 +200,7 @@ fn retry_decision(c: &mut Criterion) {
             |e| explain(AsRef::<dyn Error>::as_ref(*e)),
             |e| format!("{e:#}"),
             |_| None,
+            |_, _, _| {},
             Instant::now,
         )
     };

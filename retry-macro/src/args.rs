@@ -21,6 +21,10 @@ pub struct Settings {
     pub krate: TokenStream,
     pub policy: Policy,
     pub retry_if: Option<Expr>,
+    /// `on_retry = hook`: called with `(&E, attempt, wait)` before each wait.
+    pub on_retry: Option<Expr>,
+    /// `on_give_up = hook`: called with `&MediaProcessingError` when the call gives up.
+    pub on_give_up: Option<Expr>,
 }
 
 /// Where the call's policy comes from.
@@ -144,6 +148,8 @@ const ARGUMENTS: &[(&str, &str)] = &[
     ("strategy", "strategy = full"),
     ("growth", "growth = linear"),
     ("retry_if", "retry_if = is_transient"),
+    ("on_retry", "on_retry = count_retry"),
+    ("on_give_up", "on_give_up = alert"),
     ("policy", "policy = &POLICY"),
     ("crate", "crate = my_facade::resilience"),
 ];
@@ -264,6 +270,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
     let mut literal_delays: Vec<(Key, f64, Span)> = Vec::new();
     let mut policy: Option<Expr> = None;
     let mut retry_if = None;
+    let mut on_retry = None;
+    let mut on_give_up = None;
     let mut krate = None;
     let mut seen: Vec<String> = Vec::new();
     let mut first_policy_key: Option<Span> = None;
@@ -322,6 +330,22 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         }
         match name.as_str() {
             "retry_if" => retry_if = predicate(value, errors),
+            "on_retry" => {
+                on_retry = hook(
+                    value,
+                    "on_retry",
+                    "|error: &MyError, attempt: u32, wait: std::time::Duration| ..",
+                    errors,
+                )
+            }
+            "on_give_up" => {
+                on_give_up = hook(
+                    value,
+                    "on_give_up",
+                    "|give_up: &resilience::MediaProcessingError| ..",
+                    errors,
+                )
+            }
             "policy" => policy = Some(value),
             _ => krate = crate_path(&value, errors),
         }
@@ -344,6 +368,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         krate: krate.unwrap_or_else(|| quote!(::resilience)),
         policy,
         retry_if,
+        on_retry,
+        on_give_up,
     }
 }
 
@@ -509,6 +535,20 @@ fn predicate(value: Expr, errors: &mut Errors) -> Option<Expr> {
             errors.spanned(
                 &other,
                 "`retry_if` expects a function path or a closure taking `&E`, like `retry_if = is_transient` or `retry_if = |e: &MyError| e.is_transient()`",
+            );
+            None
+        }
+    }
+}
+
+/// `on_retry = count_retry`, `on_give_up = |e| ..`: a function path or a closure.
+fn hook(value: Expr, key: &str, closure: &str, errors: &mut Errors) -> Option<Expr> {
+    match value {
+        Expr::Path(_) | Expr::Closure(_) => Some(value),
+        other => {
+            errors.spanned(
+                &other,
+                format!("`{key}` expects a function path or a closure, like `{key} = {closure}`"),
             );
             None
         }

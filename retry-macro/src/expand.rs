@@ -590,6 +590,8 @@ struct Rules {
     read: TokenStream,
     text: TokenStream,
     keep: TokenStream,
+    /// The `on_retry` hook, as `|&E, attempt, wait|`, or one that does nothing.
+    on_retry: TokenStream,
 }
 
 fn rules(settings: &Settings, types: &Types, names: &Names) -> Rules {
@@ -635,14 +637,40 @@ fn rules(settings: &Settings, types: &Types, names: &Names) -> Rules {
         use #krate::__private::{KeepBoxed as _, KeepText as _, KeepTyped as _};
         (&&&#krate::__private::Keep::new(#error)).__resilience_keep()
     });
-    Rules { read, text, keep }
+    let on_retry = match &settings.on_retry {
+        Some(hook) => {
+            let [error, attempt, wait] = ["error", "attempt", "wait"].map(|name| {
+                format_ident!(
+                    "__resilience_{}",
+                    name,
+                    span = Span::mixed_site().located_at(hook.span())
+                )
+            });
+            quote_spanned!(hook.span()=>
+                |#error: &_, #attempt: u32, #wait: ::core::time::Duration| {
+                    // A closure is called where it is written.
+                    #[allow(clippy::redundant_closure_call)]
+                    (#hook)(#error, #attempt, #wait)
+                }
+            )
+        }
+        None => quote!(|_: &_, _: u32, _: ::core::time::Duration| {}),
+    };
+    Rules {
+        read,
+        text,
+        keep,
+        on_retry,
+    }
 }
 
 /// `return`s the function's value for an ending: the error itself, or the give-up error
 /// converted into the function's error type.
-fn end(ending: TokenStream, types: &Types, krate: &TokenStream, names: &Names) -> TokenStream {
+fn end(ending: TokenStream, types: &Types, settings: &Settings, names: &Names) -> TokenStream {
+    let krate = &settings.krate;
     let error = names.local("error");
     let give_up = names.local("give_up");
+    let hook = on_give_up(settings, &give_up);
     let holds = &types.holds_give_up;
     let from_give_up = quote_spanned!(names.err_span=> #holds::from_give_up(#give_up));
     let not_retryable = types.returned(quote!(::core::result::Result::Err(#error)), names.ret_span);
@@ -652,8 +680,23 @@ fn end(ending: TokenStream, types: &Types, krate: &TokenStream, names: &Names) -
     );
     quote!(match #ending {
         #krate::__private::Ending::NotRetryable(#error) => #not_retryable,
-        #krate::__private::Ending::GaveUp(#give_up) => #gave_up,
+        #krate::__private::Ending::GaveUp(#give_up) => {
+            #hook
+            #gave_up
+        }
     })
+}
+
+/// The `on_give_up` hook's call on `give_up` (a `&MediaProcessingError`), inline, or nothing.
+fn on_give_up(settings: &Settings, give_up: &syn::Ident) -> TokenStream {
+    match &settings.on_give_up {
+        Some(hook) => quote_spanned!(hook.span()=>
+            // A closure is called where it is written.
+            #[allow(clippy::redundant_closure_call)]
+            (#hook)(&#give_up);
+        ),
+        None => TokenStream::new(),
+    }
 }
 
 /// The function's value for what the retry loop returned: the success, the error itself, or
@@ -661,13 +704,13 @@ fn end(ending: TokenStream, types: &Types, krate: &TokenStream, names: &Names) -
 fn ending_of(
     result: TokenStream,
     types: &Types,
-    krate: &TokenStream,
+    settings: &Settings,
     names: &Names,
 ) -> TokenStream {
     let value = names.local("value");
     let ending = names.local("ending");
     let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
-    let end = end(quote!(#ending), types, krate, names);
+    let end = end(quote!(#ending), types, settings, names);
     quote!(match #result {
         ::core::result::Result::Ok(#value) => #ok,
         ::core::result::Result::Err(#ending) => #end,
@@ -713,7 +756,12 @@ fn sync_run(
     } = policy;
     let [attempt, error, args, outcome, fresh] =
         ["attempt", "error", "args", "outcome", "fresh"].map(|name| names.local(name));
-    let Rules { read, text, keep } = rules(settings, types, names);
+    let Rules {
+        read,
+        text,
+        keep,
+        on_retry,
+    } = rules(settings, types, names);
     let site = site(krate, names);
     let (started_prelude, started) = started(settings, policy, quote!(#rt::now_current), names);
     let borrowed = borrowed_arguments(carried);
@@ -733,9 +781,10 @@ fn sync_run(
             #read,
             #text,
             #keep,
+            #on_retry,
         )),
         types,
-        krate,
+        settings,
         names,
     );
     let only = end(
@@ -743,7 +792,7 @@ fn sync_run(
             #policy, #site, #started, #error, #read, #text, #keep,
         )),
         types,
-        krate,
+        settings,
         names,
     );
     let first = into_result(quote!(#attempt(#fresh(#borrowed))));
@@ -805,7 +854,12 @@ fn async_run(
         "attempt", "error", "attempts", "wait", "ending", "passed", "outcome", "retries", "fresh",
     ]
     .map(|name| names.local(name));
-    let Rules { read, text, keep } = rules(settings, types, names);
+    let Rules {
+        read,
+        text,
+        keep,
+        on_retry,
+    } = rules(settings, types, names);
     let site = site(krate, names);
     let borrowed = borrowed_arguments(carried);
     let fresh = quote!(#fresh_fn(#borrowed));
@@ -814,9 +868,13 @@ fn async_run(
     let (started_prelude, started) = started(settings, policy, quote!(#rt::now_async), names);
     let holds = &types.holds_give_up;
     let cut_off = |attempts: TokenStream| {
-        let give_up = quote_spanned!(names.err_span=>
-            #holds::from_give_up(#attempts.deadline_passed(#passed))
-        );
+        let cut = names.local("give_up");
+        let hook = on_give_up(settings, &cut);
+        let give_up = quote_spanned!(names.err_span=> {
+            let #cut = #attempts.deadline_passed(#passed);
+            #hook
+            #holds::from_give_up(#cut)
+        });
         types.returned(
             quote!(::core::result::Result::Err(#give_up)),
             names.ret_span,
@@ -858,11 +916,11 @@ fn async_run(
         types,
         names,
     );
-    let end_first = end(quote!(#ending), types, krate, names);
-    let end_loop = end(quote!(#ending), types, krate, names);
-    let end_last = end(quote!(#ending), types, krate, names);
+    let end_first = end(quote!(#ending), types, settings, names);
+    let end_loop = end(quote!(#ending), types, settings, names);
+    let end_last = end(quote!(#ending), types, settings, names);
     let decide = |end: &TokenStream| {
-        quote!(match #attempts.after_error(#error, #read, #text, #keep, #rt::now_async) {
+        quote!(match #attempts.after_error(#error, #read, #text, #keep, #on_retry, #rt::now_async) {
             ::core::result::Result::Ok(#wait) => #wait,
             ::core::result::Result::Err(#ending) => return #end,
         })
@@ -884,7 +942,7 @@ fn async_run(
         types,
         names,
     );
-    let end_only = end(quote!(#ending), types, krate, names);
+    let end_only = end(quote!(#ending), types, settings, names);
     let only = on_outcome(
         run(
             quote!(#attempt(#last)),

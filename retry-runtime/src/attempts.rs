@@ -69,13 +69,14 @@ pub fn retry_blocking<A, T, E>(
     read: impl Fn(&E) -> Classified,
     text: impl Fn(&E) -> String,
     keep: impl Fn(E) -> Option<BoxError>,
+    mut on_retry: impl FnMut(&E, u32, Duration),
 ) -> Result<T, Ending<E>> {
     use crate::sleep::{now_current, sleep_current};
 
     let mut attempts = Attempts::after_first(policy, site, started);
     let mut error = first;
     loop {
-        let wait = attempts.after_error(error, &read, &text, &keep, now_current)?;
+        let wait = attempts.after_error(error, &read, &text, &keep, &mut on_retry, now_current)?;
         sleep_current(wait);
         if attempts.is_last() {
             return match attempt(args) {
@@ -262,19 +263,26 @@ impl Attempts {
     /// answer), show (`text`: as the rules read it, redacted here before it is shown) and
     /// `keep` (boxed for the give-up error, when its type allows): the wait before the next
     /// attempt, or how the call ends. Nothing is formatted unless an event is recorded or the
-    /// call gives up. The error is dropped before the wait.
+    /// call gives up. Before a wait, `on_retry` sees the error, the number of the attempt that
+    /// failed and the wait (the attribute's `on_retry` hook), inline. The error is dropped
+    /// before the wait.
     pub fn after_error<E>(
         &mut self,
         error: E,
         read: impl FnOnce(&E) -> Classified,
         text: impl Fn(&E) -> String,
         keep: impl FnOnce(E) -> Option<BoxError>,
+        on_retry: impl FnOnce(&E, u32, Duration),
         now: impl FnOnce() -> Instant,
     ) -> Result<Duration, Ending<E>> {
         let classified = read(&error);
         let shown = Shown(&|| text(&error));
         match self.after_failure(classified, &shown, now) {
-            Next::Retry(wait) => Ok(wait),
+            Next::Retry(wait) => {
+                // `after_failure` has counted the next attempt already.
+                on_retry(&error, self.attempt - 1, wait);
+                Ok(wait)
+            }
             Next::Return => Err(Ending::NotRetryable(error)),
             Next::GiveUp(reason) => {
                 let message = redacted(text(&error));
@@ -292,7 +300,7 @@ impl Attempts {
         keep: impl FnOnce(E) -> Option<BoxError>,
     ) -> Ending<E> {
         // At the last attempt `after_failure` returns or gives up before it reads a clock.
-        match self.after_error(error, read, text, keep, Instant::now) {
+        match self.after_error(error, read, text, keep, |_, _, _| {}, Instant::now) {
             Err(ending) => ending,
             // Not reached (no retry follows the last attempt); stopping is the safe answer.
             Ok(_) => {
