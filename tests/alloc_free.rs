@@ -174,6 +174,7 @@ fn deciding_to_retry_a_typed_error_allocates_nothing() {
             |e| explain(e),
             |e| e.to_string(),
             |e| Some(BoxError::from(e)),
+            |_, _, _| {},
             Instant::now,
         )
     });
