@@ -34,18 +34,13 @@ impl AsyncTimer for TokioTimer {
         Self::sleep_until(Self::now() + wait)
     }
 
+    /// Nothing is set up until the sleep is first polled: a deadline raced against an attempt
+    /// that finishes at once (the success path of a call with a `timeout`) costs no timer.
     #[inline]
     fn sleep_until(deadline: Instant) -> Self::Sleep {
-        let inner = if tokio::runtime::Handle::try_current().is_ok() {
-            Inner::OnTokio {
-                sleep: tokio::time::sleep_until(deadline.into()),
-            }
-        } else {
-            Inner::Elsewhere {
-                sleep: ThreadSleep::new(deadline),
-            }
-        };
-        TokioSleep { inner }
+        TokioSleep {
+            inner: Inner::Unstarted { deadline },
+        }
     }
 }
 
@@ -61,10 +56,12 @@ pin_project_lite::pin_project! {
 }
 
 pin_project_lite::pin_project! {
-    /// One or the other, never both: the future holds only the larger.
+    /// Not polled yet, then tokio's sleep or the helper thread's, never both: the future
+    /// holds only the larger.
     #[project = InnerProjection]
     #[derive(Debug)]
     enum Inner {
+        Unstarted { deadline: Instant },
         OnTokio { #[pin] sleep: tokio::time::Sleep },
         Elsewhere { sleep: ThreadSleep },
     }
@@ -74,9 +71,25 @@ impl Future for TokioSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.project().inner.project() {
+        let mut inner = self.project().inner;
+        if let InnerProjection::Unstarted { deadline } = inner.as_mut().project() {
+            let deadline = *deadline;
+            // Decided where the sleep is polled: inside a tokio runtime, or not.
+            inner.set(if tokio::runtime::Handle::try_current().is_ok() {
+                Inner::OnTokio {
+                    sleep: tokio::time::sleep_until(deadline.into()),
+                }
+            } else {
+                Inner::Elsewhere {
+                    sleep: ThreadSleep::new(deadline),
+                }
+            });
+        }
+        match inner.project() {
             InnerProjection::OnTokio { sleep } => sleep.poll(cx),
             InnerProjection::Elsewhere { sleep } => sleep.poll(cx),
+            // Replaced just above.
+            InnerProjection::Unstarted { .. } => Poll::Pending,
         }
     }
 }
