@@ -31,7 +31,15 @@ impl AsyncTimer for TokioTimer {
 
     #[inline]
     fn sleep(wait: Duration) -> Self::Sleep {
-        Self::sleep_until(Self::now() + wait)
+        // A wait too long for an `Instant` (`max_delay = Duration::MAX`) ends "never", in
+        // practice: about 30 years on, as tokio's own sleeps saturate.
+        let now = Self::now();
+        let far = Duration::from_secs(30 * 365 * 24 * 3600);
+        let deadline = now
+            .checked_add(wait)
+            .or_else(|| now.checked_add(far))
+            .unwrap_or(now);
+        Self::sleep_until(deadline)
     }
 
     /// Nothing is set up until the sleep is first polled: a deadline raced against an attempt
@@ -95,9 +103,10 @@ impl Future for TokioSleep {
 }
 
 /// A wait outside tokio: the first poll starts a thread that waits for the deadline (or for
-/// the sleep to be dropped) and then wakes the task. Waits happen only after a failure, so a
-/// thread per wait costs nothing that matters, and no timer crate or global timer thread is
-/// needed for the rare caller outside tokio.
+/// the sleep to be dropped) and then wakes the task. Waits between attempts happen only after
+/// a failure; a `timeout`'s deadline is a sleep too, started once an attempt has not finished
+/// on its first poll, so outside tokio such a call costs a thread, ended when the attempt
+/// ends. No timer crate or global timer thread is needed for the rare caller outside tokio.
 #[derive(Debug)]
 struct ThreadSleep {
     deadline: Instant,
@@ -139,10 +148,10 @@ impl ThreadSleep {
                     .name("resilience-wait".to_owned())
                     .spawn(move || waiting.wait_until(deadline));
                 if started.is_err() {
-                    // No thread to be had (the process is at its limit): wait here rather
-                    // than retry at once.
-                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                    return Poll::Ready(());
+                    // No thread to be had (the process is at its limit): ask to be polled
+                    // again and try then, rather than block the executor or end early.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 self.shared.insert(shared)
             }

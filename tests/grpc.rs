@@ -389,6 +389,9 @@ async fn always_unavailable_gives_up_with_a_status_that_keeps_the_code_and_the_c
         Some(Code::Unavailable)
     );
     assert_eq!(logs.at_level(Level::ERROR).len(), 1, "one give-up event");
+    // Returned by a server, it tells the clients above not to retry again.
+    let pushback = status.metadata().get(resilience::grpc::PUSHBACK);
+    assert_eq!(pushback.and_then(|v| v.to_str().ok()), Some("-1"));
     // Handed to an outer retried call, it is known as a give-up and not retried again.
     assert_eq!(explain(&status).rule, Rule::InnerGiveUp);
 }

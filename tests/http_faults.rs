@@ -512,15 +512,16 @@ async fn retry_after_as_an_http_date_is_waited_until_that_date() {
         target.duration_since(retried).unwrap_or_default()
     );
     // The client counts the wait from when it read the header, a little after it was made:
-    // at most what was asked, and not much less (the backoff alone is 10 to 60 ms).
+    // at most what was asked, and at least 200 ms (the date is 1.5 s away or more, and the
+    // backoff alone is 10 to 60 ms), however slowly a loaded machine reads the answer.
     let waits = logs.waits_ms();
     let asked_ms = u64::try_from(asked.as_millis()).expect("a short wait");
     assert!(
-        waits.len() == 1 && waits[0] <= asked_ms + 1 && waits[0] + 1000 >= asked_ms,
+        waits.len() == 1 && waits[0] <= asked_ms + 1 && waits[0] + 1300 >= asked_ms,
         "waits {waits:?}, asked {asked_ms} ms"
     );
     let gap = gap_after(&server, 0);
-    assert!(gap >= asked - ms(1000) && gap < asked + ms(3000), "{gap:?}");
+    assert!(gap >= asked - ms(1300) && gap < asked + ms(3000), "{gap:?}");
 }
 
 #[tokio::test]

@@ -466,7 +466,16 @@ fn sigkill_at_random_points_loses_no_task_and_completes_none_twice() {
             assert!(status.success(), "the last worker failed: {status}");
             break;
         }
-        std::thread::sleep(Duration::from_millis(rng.between(20, 120)));
+        // The random moment is counted from the worker's first claim, not from its start: a
+        // slow start on a loaded machine must not turn the kills into kills at start-up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while claims(&db).iter().all(|c| c.worker != worker)
+            && child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.between(5, 100)));
         if let Some(status) = child.try_wait().unwrap() {
             // The worker emptied the queue before the kill came.
             assert!(status.success(), "a worker failed: {status}");
@@ -519,12 +528,16 @@ fn concurrent_workers_finish_every_task_once_and_never_share_a_held_task() {
     run(&db, &["--seed", &TASKS.to_string()]);
 
     let started = Instant::now();
+    // Each worker holds its first claim until all four hold one, so that they really run at
+    // once however slowly the machine starts them, and worker 1 meets its crash point.
     let mut workers: Vec<(String, Child)> = (0..WORKERS)
         .map(|n| {
             let mut command = queue(&db, &["--work", "--lease-ms", LEASE]);
             command
                 .env("MEDIA_QUEUE_SLOW_MS", "5")
-                .stdout(Stdio::null())
+                .env("MEDIA_QUEUE_PAUSE_AT", "claimed@1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null());
             if n == 1 {
                 // Dies in its third attempt's aftermath, holding a task.
@@ -534,11 +547,39 @@ fn concurrent_workers_finish_every_task_once_and_never_share_a_held_task() {
             (format!("worker {}", child.id()), child)
         })
         .collect();
+    let mut outputs = Vec::new();
+    for (_, child) in &mut workers {
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        while !line.starts_with("paused at claimed@1") {
+            line.clear();
+            let read = out.read_line(&mut line).expect("read a worker");
+            assert!(read > 0, "a worker ended before its first claim");
+        }
+        outputs.push(out);
+    }
+    for (_, child) in &mut workers {
+        // Dropping stdin after the line also lets a worker that pauses again go on.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(b"\n").expect("release a worker");
+    }
+    // Their output is read to the end in the background, so that no pipe fills up.
+    let drains: Vec<_> = outputs
+        .into_iter()
+        .map(|mut out| {
+            std::thread::spawn(move || {
+                let _ = std::io::Read::read_to_end(&mut out, &mut Vec::new());
+            })
+        })
+        .collect();
     let mut statuses = Vec::new();
     for (_, child) in &mut workers {
         statuses.push(wait_at_most(child, Duration::from_secs(120)));
     }
     let elapsed = started.elapsed();
+    for drain in drains {
+        let _ = drain.join();
+    }
     for (n, status) in statuses.iter().enumerate() {
         if n == 1 {
             assert_eq!(status.signal(), Some(SIGABRT), "worker 1 crashed: {status}");

@@ -73,7 +73,8 @@ struct Args {
     report: bool,
     /// How long a claim holds a task before another worker may take it over. Keep it above
     /// `analyze`'s `timeout` (30 s), so that a live worker always finishes inside its lease.
-    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    #[arg(long, value_name = "MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     lease_ms: u64,
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Every change is one `IMMEDIATE` transaction, so two workers never interleave inside one.
 //! A worker claims a task for a lease (`--lease-ms`); another worker may take the task over
-//! only once the lease has run out, so a crashed worker cannot hold a task for ever and a live
-//! one is never robbed of it. Each claim gets a new number (`tasks.claim`), and an outcome is
+//! only once the lease has run out, so a crashed worker cannot hold a task for ever, and a
+//! live worker keeps its task as long as it finishes within its lease (keep the lease above
+//! the call's `timeout`). Each claim gets a new number (`tasks.claim`), and an outcome is
 //! recorded only by the holder of the task's current claim: a worker that outlived its lease
 //! and lost the task finds its outcome refused, and the task's new holder records it instead.
 //! Times are SQLite's clock (the system clock of the machine the file is on), in ms.

@@ -84,11 +84,21 @@ pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
                 let cfgs = cfg_attrs(&typed.attrs);
                 // `checks.rs` refuses `#[rewind]` on anything but a name bound to a value or
                 // a `&mut`.
-                if rewind && let Pat::Ident(PatIdent { ident, .. }) = &*typed.pat {
+                let by_value = !matches!(&*typed.ty, Type::Reference(_));
+                if rewind
+                    && let Pat::Ident(PatIdent {
+                        ident, mutability, ..
+                    }) = &mut *typed.pat
+                {
+                    // Taken by value, it is rebound `mut` for the attempts: the function's own
+                    // binding needs no `mut` (and a written one would be unused).
+                    if by_value {
+                        mutability.take();
+                    }
                     rewound.push(Rewound {
                         ident: ident.clone(),
                         cfgs: cfgs.clone(),
-                        by_value: !matches!(&*typed.ty, Type::Reference(_)),
+                        by_value,
                         span: typed.ty.span(),
                     });
                 }

@@ -26,7 +26,7 @@ pub const MIN_WAIT: Duration = Duration::from_millis(1);
 ///
 /// Following the base keeps two promises at once: `base_delay = 0` (a test's "do not
 /// wait") still waits zero with every strategy, and the floor is never above `base_delay`,
-/// so it never changes the design note's additive waits (which never go below the base) and
+/// so it never changes the default additive waits (which never go below the base) and
 /// never exceeds `max_delay` (which is at least the base).
 ///
 /// ```
@@ -50,7 +50,7 @@ pub const fn floor(policy: &RetryPolicy) -> Duration {
 /// The wait after failed attempt `attempt` (1-based), before attempt `attempt + 1`, with no
 /// memory of earlier waits: [`delay_after`] with no previous wait.
 ///
-/// With the default strategy (the design note's additive jitter on exponential growth) it is
+/// With the default strategy (additive jitter on exponential growth, the README's "Delays") it is
 /// `min(base_delay * 2^attempt + U, max_delay)` with `U` uniform in `[0, jitter)`: about
 /// 2.x s, 4.x s, 8.x s, 16.x s with the defaults, never above `max_delay` (jitter included:
 /// it is inside the `min`). [`Jitter::Decorrelated`] grows from the previous wait, which this
@@ -113,7 +113,7 @@ pub fn delay_after<R: Rng + ?Sized>(
 ) -> Duration {
     let cap = policy.max_delay();
     let wait = match policy.jitter_strategy() {
-        // The design note's formula, step for step as it always was (the jitter is drawn
+        // The README's "Delays" formula, step for step as it always was (the jitter is drawn
         // with the same call), so seeded tests and users see the same waits as before.
         Jitter::Additive => grown(policy, attempt)
             .saturating_add(jitter_part(policy.jitter(), rng))
@@ -454,7 +454,7 @@ mod tests {
     }
 }
 
-/// The strategies beyond the design note's: bounds, cap, floor, seeds, and the default left
+/// The strategies beyond the default: bounds, cap, floor, seeds, and the default left
 /// exactly as it was.
 #[cfg(test)]
 mod strategy_tests {

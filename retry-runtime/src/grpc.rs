@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::MediaProcessingError;
+use crate::error::{GiveUpReason, MediaProcessingError};
 use crate::hint::{ServerWords, read_text};
 
 /// gRPC's pushback trailer (gRFC A6): a wait in ms, or, negative or unreadable, "do not retry".
@@ -101,24 +101,32 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The give-up error as the status a gRPC function returns: the last status's code, details
-/// (its `RetryInfo` stays readable) and metadata, the give-up's text as its message, and the
-/// `MediaProcessingError` itself as its `source()`, so that a caller can still ask
-/// `attempts()` and `retry_after()`, and an outer retried call knows that this one gave up.
-/// When the last error was not a status, the code is `UNAVAILABLE`: the service could not
-/// be reached in the attempts allowed.
+/// The give-up error as the status a gRPC function returns:
+/// - the code: the last status's, `DEADLINE_EXCEEDED` when the `timeout` ran out, else
+///   `UNAVAILABLE` (the service could not be reached in the attempts allowed), or
+///   `FAILED_PRECONDITION` when a `#[rewind]` argument could not be put back;
+/// - the message: the give-up's text, redacted (`Failed after 3 retries: gRPC UNAVAILABLE: ..`);
+/// - the details: only a `RetryInfo` with the server's last hint, rebuilt here; the last
+///   status's own details and metadata are not passed on, since they hold its unredacted
+///   message and whatever headers the server below sent;
+/// - `grpc-retry-pushback-ms: -1`: this call has retried already, so a client that honours
+///   pushback (gRFC A6) does not multiply the attempts, when a server returns this status;
+/// - the `MediaProcessingError` itself as `source()`, so that in the same process a caller
+///   can still ask `attempts()` and `retry_after()`, and an outer retried call knows that
+///   this one gave up (the source does not cross the wire; the pushback does).
 impl From<MediaProcessingError> for Status {
     fn from(give_up: MediaProcessingError) -> Self {
-        let message = give_up.to_string();
-        let mut status = match give_up.find::<Status>() {
-            Some(last) => Status::with_details_and_metadata(
-                last.code(),
-                message,
-                last.details().to_vec().into(),
-                last.metadata().clone(),
-            ),
-            None => Status::new(Code::Unavailable, message),
+        let code = match (give_up.find::<Status>(), give_up.reason()) {
+            (_, GiveUpReason::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
+            (_, GiveUpReason::RewindFailed { .. }) => Code::FailedPrecondition,
+            (Some(last), _) => last.code(),
+            (None, _) => Code::Unavailable,
         };
+        let details = ErrorDetails::with_retry_info(give_up.retry_after());
+        let mut status = Status::with_error_details(code, give_up.to_string(), details);
+        status
+            .metadata_mut()
+            .insert(PUSHBACK, tonic::metadata::MetadataValue::from_static("-1"));
         status.set_source(Arc::new(give_up));
         status
     }
@@ -127,7 +135,7 @@ impl From<MediaProcessingError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic_types::{ErrorDetails, QuotaViolation};
+    use tonic_types::QuotaViolation;
 
     #[test]
     fn pushback_wins_and_a_bad_one_refuses_retries() {
@@ -167,6 +175,33 @@ mod tests {
         details.set_quota_failure(vec![violation]);
         let status = Status::with_error_details(Code::ResourceExhausted, "quota", details);
         assert!(!server_words(&status).per_day_quota);
+    }
+
+    #[test]
+    fn a_give_up_keeps_the_hint_and_not_the_last_status_s_own_metadata() {
+        let mut last =
+            Status::resource_exhausted("quota ?key=AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI");
+        last.metadata_mut()
+            .insert("x-internal-route", "shard-7".parse().unwrap());
+        let give_up =
+            MediaProcessingError::exhausted(3, last).with_retry_after(Some(Duration::from_secs(4)));
+        let status = Status::from(give_up);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(!status.message().contains("AIzaSy"), "{}", status.message());
+        assert!(status.metadata().get("x-internal-route").is_none());
+        assert_eq!(
+            status.get_details_retry_info().and_then(|i| i.retry_delay),
+            Some(Duration::from_secs(4))
+        );
+        let timed_out = MediaProcessingError::new(
+            1,
+            GiveUpReason::DeadlineExceeded {
+                timeout: Duration::from_secs(1),
+            },
+            "deadline".to_owned(),
+            None,
+        );
+        assert_eq!(Status::from(timed_out).code(), Code::DeadlineExceeded);
     }
 
     #[test]

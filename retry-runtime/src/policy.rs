@@ -102,7 +102,7 @@ impl RetryPolicy {
         self.max_hint
     }
 
-    /// How each wait is spread at random: the design note's [`Jitter::Additive`] unless set.
+    /// How each wait is spread at random: [`Jitter::Additive`] (the README's "Delays") unless set.
     pub const fn jitter_strategy(&self) -> Jitter {
         self.jitter_strategy
     }

@@ -121,7 +121,9 @@ pub fn record<R>(f: impl FnOnce() -> R) -> (R, CallStats) {
 }
 
 /// [`record`] for a future: `.await` gives its output and what the retried calls inside it
-/// did. The scope is open while the future is polled, on whatever thread polls it.
+/// did. The scope is open while the future is polled, on whatever thread polls it. A future
+/// dropped before it finishes (lost in a `select!`, cut off by a timeout) adds nothing to the
+/// scope around it.
 pub fn record_async<F: Future>(future: F) -> Recorded<F> {
     Recorded {
         future,
@@ -145,7 +147,9 @@ impl<F: Future> Future for Recorded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let entered = Entered::enter(*this.stats);
+        // Taken, not copied: if the poll panics, `Entered` adds these to the outer scope, and
+        // a later poll must not add them again.
+        let entered = Entered::enter(std::mem::take(this.stats));
         let polled = this.future.poll(cx);
         let so_far = SCOPE.with(Cell::get).unwrap_or_default();
         match polled {

@@ -2,7 +2,7 @@
 //! at random ([`Jitter`]). A [`RetryPolicy`](crate::RetryPolicy) holds one of each; the
 //! waits themselves are computed in [`backoff`](crate::backoff).
 //!
-//! The default is the design note's additive jitter on exponential growth, so a policy that
+//! The default is additive jitter on exponential growth (the README's "Delays"), so a policy that
 //! names no strategy waits exactly as before. The other jitters are the AWS Architecture
 //! Blog's ("Exponential Backoff And Jitter", 2015), which spread a herd of clients that
 //! failed together far better: see the README's "Backoff strategies".
@@ -25,6 +25,7 @@
 /// (1 for the first). The result is the *ceiling* `t(n)`, always capped at `max_delay`, that
 /// the [`Jitter`] then spreads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Growth {
     /// `t(n) = min(base_delay * 2^n, max_delay)`: 2, 4, 8, 16 s with a 1 s base. The default.
     #[default]
@@ -43,8 +44,9 @@ pub enum Growth {
 /// random draw near zero never turns a retry loop into a spin, while a policy with
 /// `base_delay = 0` (common in tests) still waits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Jitter {
-    /// The design note's: `min(t(n) + U(0, jitter), cap)`, with `jitter` the policy's
+    /// `min(t(n) + U(0, jitter), cap)`, the README's "Delays", with `jitter` the policy's
     /// [`jitter`](crate::RetryPolicy::jitter) (1 s by default). The default. It moves each
     /// client by at most `jitter`, so once the waits are much longer than that, clients that
     /// failed together still come back nearly together.

@@ -10,7 +10,9 @@ use super::Verdict;
 /// a full disk, a read-only database) fails the same way again.
 ///
 /// Set a `busy_timeout` as well: SQLite then waits for the lock itself, and the retry covers
-/// what outlasts it.
+/// what outlasts it. The annotated function must own its whole transaction: a busy error
+/// inside a transaction the caller holds (`SQLITE_BUSY_SNAPSHOT` in WAL mode) clears only
+/// once that transaction is rolled back, which retrying one statement never does.
 pub(crate) fn by_sqlite_code(code: ErrorCode) -> Verdict {
     match code {
         ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Verdict::Retryable,

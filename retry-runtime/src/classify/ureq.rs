@@ -5,10 +5,8 @@
 //! an `io::Error`. ureq 2's status errors carry the whole response, so their `Retry-After` is
 //! read as the server's hint ([`server_words_ureq2`]).
 
-#[cfg(feature = "ureq")]
 use std::io;
 
-#[cfg(feature = "ureq")]
 use super::by_io_kind;
 use super::{Verdict, by_status};
 #[cfg(feature = "ureq2")]
@@ -35,8 +33,8 @@ pub(crate) fn by_ureq(error: &ureq::Error) -> Verdict {
 }
 
 /// ureq 2: a status by [`by_status`]; a failed connection or DNS lookup is retryable; an I/O
-/// failure is left to the `io::Error` beneath it (its `source()`); every other kind fails the
-/// same way again.
+/// failure by the `io::Error` beneath it, as ureq 3's (a peer that hung up is retryable);
+/// every other kind fails the same way again.
 #[cfg(feature = "ureq2")]
 pub(crate) fn by_ureq2(error: &ureq2::Error) -> Verdict {
     use ureq2::ErrorKind as K;
@@ -44,7 +42,10 @@ pub(crate) fn by_ureq2(error: &ureq2::Error) -> Verdict {
         ureq2::Error::Status(status, _) => by_status(*status),
         ureq2::Error::Transport(transport) => match transport.kind() {
             K::ConnectionFailed | K::Dns => Verdict::Retryable,
-            K::Io => Verdict::Unknown,
+            // As for ureq 3: an early end of the stream is the peer hanging up.
+            K::Io => std::error::Error::source(transport)
+                .and_then(|source| source.downcast_ref::<std::io::Error>())
+                .map_or(Verdict::Unknown, by_network_io),
             _ => Verdict::NotRetryable,
         },
     }
@@ -80,7 +81,6 @@ pub(crate) fn server_words_ureq2(error: &ureq2::Error) -> Option<ServerWords> {
 }
 
 /// An I/O error met on a network stream: by its kind, and an early end is the peer hanging up.
-#[cfg(feature = "ureq")]
 fn by_network_io(io: &io::Error) -> Verdict {
     match io.kind() {
         io::ErrorKind::UnexpectedEof => Verdict::Retryable,
