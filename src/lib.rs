@@ -8,10 +8,10 @@ pub use retry_macro::{Classify, retry_with_backoff};
 #[cfg(feature = "tonic")]
 pub use retry_runtime::grpc;
 pub use retry_runtime::{
-    BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded, GiveUpReason,
-    InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy, Rule, Verdict,
-    attempts, backoff, classify, error, hint, http, log, policy, redact, retry, sleep, stats,
-    strategy, testing, timer,
+    AttemptTimedOut, BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded,
+    GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy,
+    Rule, Verdict, attempts, backoff, classify, error, hint, http, log, policy, redact, retry,
+    sleep, stats, strategy, testing, timer,
 };
 
 mod async_expansion;

@@ -25,6 +25,11 @@ pub struct Settings {
     pub on_retry: Option<Expr>,
     /// `on_give_up = hook`: called with `&MediaProcessingError` when the call gives up.
     pub on_give_up: Option<Expr>,
+    /// `not_ready = is_processing`: a predicate over `&T`; a value it calls not ready is
+    /// retried like a failure.
+    pub not_ready: Option<Expr>,
+    /// Where `attempt_timeout` was written: refused on a sync function.
+    pub attempt_timeout_span: Option<Span>,
 }
 
 /// Where the call's policy comes from.
@@ -39,8 +44,17 @@ impl Policy {
     /// Whether the policy may have a `timeout`: only then does a call read the clock before
     /// its first attempt, and does an async first attempt run under a deadline.
     pub fn may_have_timeout(&self) -> bool {
+        self.may_have(Key::Timeout)
+    }
+
+    /// Whether an attempt may be cut off: by the `timeout`, or by its `attempt_timeout`.
+    pub fn may_cut_attempts(&self) -> bool {
+        self.may_have(Key::Timeout) || self.may_have(Key::AttemptTimeout)
+    }
+
+    fn may_have(&self, key: Key) -> bool {
         match self {
-            Policy::Built(values) => values.iter().any(|given| given.key == Key::Timeout),
+            Policy::Built(values) => values.iter().any(|given| given.key == key),
             Policy::Expr(_) => true,
         }
     }
@@ -54,6 +68,7 @@ pub enum Key {
     MaxDelay,
     Jitter,
     Timeout,
+    AttemptTimeout,
     MaxHint,
     /// `strategy = full`: the jitter strategy.
     Strategy,
@@ -83,6 +98,7 @@ impl Key {
             Key::MaxDelay => "MaxDelay",
             Key::Jitter => "Jitter",
             Key::Timeout => "Timeout",
+            Key::AttemptTimeout => "AttemptTimeout",
             Key::MaxHint => "MaxHint",
         })
     }
@@ -94,6 +110,7 @@ impl Key {
             Key::MaxDelay => "max_delay",
             Key::Jitter => "jitter",
             Key::Timeout => "timeout",
+            Key::AttemptTimeout => "attempt_timeout",
             Key::MaxHint => "max_hint",
             Key::Strategy => "strategy",
             Key::Growth => "growth",
@@ -144,12 +161,14 @@ const ARGUMENTS: &[(&str, &str)] = &[
     ("max_delay", "max_delay = 10.0"),
     ("jitter", "jitter = 0.5"),
     ("timeout", "timeout = 60.0"),
+    ("attempt_timeout", "attempt_timeout = 10.0"),
     ("max_hint", "max_hint = 60.0"),
     ("strategy", "strategy = full"),
     ("growth", "growth = linear"),
     ("retry_if", "retry_if = is_transient"),
     ("on_retry", "on_retry = count_retry"),
     ("on_give_up", "on_give_up = alert"),
+    ("not_ready", "not_ready = is_processing"),
     ("policy", "policy = &POLICY"),
     ("crate", "crate = my_facade::resilience"),
 ];
@@ -272,6 +291,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
     let mut retry_if = None;
     let mut on_retry = None;
     let mut on_give_up = None;
+    let mut not_ready = None;
+    let mut attempt_timeout_span = None;
     let mut krate = None;
     let mut seen: Vec<String> = Vec::new();
     let mut first_policy_key: Option<Span> = None;
@@ -300,6 +321,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
             "max_delay" => Some(Key::MaxDelay),
             "jitter" => Some(Key::Jitter),
             "timeout" => Some(Key::Timeout),
+            "attempt_timeout" => Some(Key::AttemptTimeout),
             "max_hint" => Some(Key::MaxHint),
             "strategy" => Some(Key::Strategy),
             "growth" => Some(Key::Growth),
@@ -307,6 +329,9 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         };
         if let Some(policy_key) = policy_key {
             first_policy_key.get_or_insert(key.span());
+            if policy_key == Key::AttemptTimeout {
+                attempt_timeout_span = Some(key.span());
+            }
             let span = value.span();
             let checked = match policy_key {
                 Key::MaxRetries => attempts(&value, errors),
@@ -346,6 +371,14 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
                     errors,
                 )
             }
+            "not_ready" => {
+                not_ready = hook(
+                    value,
+                    "not_ready",
+                    "|operation: &Operation| !operation.done",
+                    errors,
+                )
+            }
             "policy" => policy = Some(value),
             _ => krate = crate_path(&value, errors),
         }
@@ -370,6 +403,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         retry_if,
         on_retry,
         on_give_up,
+        not_ready,
+        attempt_timeout_span,
     }
 }
 
@@ -479,7 +514,7 @@ fn attempts(value: &Expr, errors: &mut Errors) -> Option<Value> {
 /// too for the cross-check), or a constant (checked by const evaluation).
 fn seconds(key: Key, value: &Expr, errors: &mut Errors) -> Option<(Value, Option<f64>)> {
     let name = key.name();
-    let above_zero = key == Key::Timeout;
+    let above_zero = matches!(key, Key::Timeout | Key::AttemptTimeout);
     let parsed = match literal(value) {
         Literal::Int(int) => int.base10_parse::<f64>().ok(),
         Literal::Float(float) => float.base10_parse::<f64>().ok(),

@@ -687,6 +687,27 @@ fn end(ending: TokenStream, types: &Types, settings: &Settings, names: &Names) -
     })
 }
 
+/// The `not_ready` predicate as `|&T| -> bool`, or one that calls every value ready.
+fn not_ready_predicate(settings: &Settings, names: &Names) -> TokenStream {
+    let _ = names;
+    match &settings.not_ready {
+        Some(predicate) => {
+            let value = format_ident!(
+                "__resilience_value",
+                span = Span::mixed_site().located_at(predicate.span())
+            );
+            quote_spanned!(predicate.span()=>
+                |#value: &_| -> bool {
+                    // A closure is called where it is written.
+                    #[allow(clippy::redundant_closure_call)]
+                    (#predicate)(#value)
+                }
+            )
+        }
+        None => quote!(|_: &_| false),
+    }
+}
+
 /// The `on_give_up` hook's call on `give_up` (a `&MediaProcessingError`), inline, or nothing.
 fn on_give_up(settings: &Settings, give_up: &syn::Ident) -> TokenStream {
     match &settings.on_give_up {
@@ -714,25 +735,6 @@ fn ending_of(
     quote!(match #result {
         ::core::result::Result::Ok(#value) => #ok,
         ::core::result::Result::Err(#ending) => #end,
-    })
-}
-
-/// `match into_result(outcome) { Ok(v) => on_ok, Err(error) => on_err }`.
-fn on_outcome(
-    outcome: TokenStream,
-    on_ok: impl FnOnce(TokenStream) -> TokenStream,
-    on_err: TokenStream,
-    types: &Types,
-    names: &Names,
-) -> TokenStream {
-    let value = names.local("value");
-    let error = names.local("error");
-    let outcome = types.result_of(outcome, names.ret_span);
-    let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
-    let on_ok = on_ok(ok);
-    quote!(match #outcome {
-        ::core::result::Result::Ok(#value) => #on_ok,
-        ::core::result::Result::Err(#error) => #on_err,
     })
 }
 
@@ -769,32 +771,63 @@ fn sync_run(
     let fresh_of_tuple = fresh_of_tuple(carried, names);
     let into_result = |value: TokenStream| types.result_of(value, names.ret_span);
     let attempt_result = into_result(quote!(#attempt(#args)));
-    let retried = ending_of(
-        quote!(#rt::retry_blocking(
-            #policy,
-            #site,
-            #started,
-            #error,
-            #moved,
-            |#args| #attempt_result,
-            #fresh_of_tuple,
-            #read,
-            #text,
-            #keep,
-            #on_retry,
-        )),
-        types,
-        settings,
-        names,
-    );
-    let only = end(
-        quote!(#rt::only_attempt_failed(
-            #policy, #site, #started, #error, #read, #text, #keep,
-        )),
-        types,
-        settings,
-        names,
-    );
+    let not_ready = not_ready_predicate(settings, names);
+    let retried = |failure: TokenStream| {
+        ending_of(
+            quote!(#rt::retry_blocking(
+                #policy,
+                #site,
+                #started,
+                #failure,
+                #moved,
+                |#args| #attempt_result,
+                #fresh_of_tuple,
+                #read,
+                #text,
+                #keep,
+                #on_retry,
+                #not_ready,
+            )),
+            types,
+            settings,
+            names,
+        )
+    };
+    let only = |failure: TokenStream| {
+        end(
+            quote!(#rt::only_attempt_failed(
+                #policy, #site, #started, #failure, #read, #text, #keep,
+            )),
+            types,
+            settings,
+            names,
+        )
+    };
+    let failed = quote!(#rt::Failure::Error(#error));
+    let retried_error = retried(failed.clone());
+    let only_error = only(failed);
+    // Only with `not_ready`: a value it calls not ready fails the attempt.
+    let (unready_first, unready_only) = match &settings.not_ready {
+        Some(_) => {
+            let retried = retried(quote!(#rt::Failure::NotReady));
+            let only = only(quote!(#rt::Failure::NotReady));
+            (
+                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => {
+                    // Not held across the wait; a value without `Drop` is dropped all the same.
+                    #[allow(clippy::drop_non_drop)]
+                    ::core::mem::drop(#outcome);
+                    #retried
+                }),
+                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => {
+                    // Not held across the wait; a value without `Drop` is dropped all the same.
+                    #[allow(clippy::drop_non_drop)]
+                    ::core::mem::drop(#outcome);
+                    #only
+                }),
+            )
+        }
+        None => (TokenStream::new(), TokenStream::new()),
+    };
     let first = into_result(quote!(#attempt(#fresh(#borrowed))));
     let only_attempt = into_result(quote!(#attempt(#moved)));
     let fix_error = types.fix_error_type(&error, names.ret_span);
@@ -803,19 +836,21 @@ fn sync_run(
         #started_prelude
         if #checked.max_retries() > 1 {
             match #first {
+                #unready_first
                 ::core::result::Result::Ok(#outcome) => #ok,
                 ::core::result::Result::Err(#error) => {
                     #fix_error
-                    #retried
+                    #retried_error
                 }
             }
         } else {
             // The only attempt takes the caller's values.
             match #only_attempt {
+                #unready_only
                 ::core::result::Result::Ok(#outcome) => #ok,
                 ::core::result::Result::Err(#error) => {
                     #fix_error
-                    #only
+                    #only_error
                 }
             }
         }
@@ -864,7 +899,6 @@ fn async_run(
     let borrowed = borrowed_arguments(carried);
     let fresh = quote!(#fresh_fn(#borrowed));
     let last = moved_arguments(carried);
-    let timeout = settings.policy.may_have_timeout();
     let (started_prelude, started) = started(settings, policy, quote!(#rt::now_async), names);
     let holds = &types.holds_give_up;
     let cut_off = |attempts: TokenStream| {
@@ -880,84 +914,121 @@ fn async_run(
             names.ret_span,
         )
     };
-    // An attempt runs to its end, or, with a timeout, until the deadline: then the call gives
-    // up at once with `DeadlineExceeded`.
-    let run = |future: TokenStream, deadline: TokenStream, attempts: TokenStream| {
-        if timeout {
+    let cuts = settings.policy.may_cut_attempts();
+    let label = syn::Lifetime::new("'__resilience_attempt", Span::mixed_site());
+    let failure = names.local("failure");
+    let not_ready = not_ready_predicate(settings, names);
+    // One attempt, as a block that evaluates to its `Failure`, or runs `on_ok` with the
+    // function's value (which returns). The attempt runs to its end, or, with a timeout,
+    // until its deadline: the call's (`timeout`), then the call gives up at once with
+    // `DeadlineExceeded`; or its own (`attempt_timeout`), then it failed as `TimedOut`.
+    let attempt_block = |future: TokenStream,
+                         call_deadline: TokenStream,
+                         attempts: TokenStream,
+                         on_ok: &dyn Fn(TokenStream) -> TokenStream,
+                         fix: &TokenStream| {
+        let run = if cuts {
             let cut_off = cut_off(attempts);
-            quote!(match #rt::until_deadline(#deadline, #future).await {
+            // Nothing of the deadline is held across the `.await` but the timer itself: which
+            // deadline ran out is asked afterwards, only when one did.
+            quote!(match #rt::until_deadline(
+                #rt::attempt_deadline(#policy, #call_deadline, #rt::now_async),
+                #future,
+            )
+            .await
+            {
                 ::core::result::Result::Ok(#outcome) => #outcome,
-                ::core::result::Result::Err(#passed) => return #cut_off,
+                ::core::result::Result::Err(#passed)
+                    if #rt::ends_the_call(#policy, #call_deadline, #rt::now_async) =>
+                {
+                    return #cut_off
+                }
+                ::core::result::Result::Err(_) => break #label #rt::Failure::TimedOut,
             })
         } else {
             quote!(#future.await)
-        }
+        };
+        let unready = settings.not_ready.as_ref().map(|_| {
+            quote!(if (#not_ready)(&#outcome) {
+                // Not held across the wait; a value without `Drop` is dropped all the same.
+                    #[allow(clippy::drop_non_drop)]
+                    ::core::mem::drop(#outcome);
+                break #label #rt::Failure::NotReady;
+            })
+        });
+        let value = names.local("value");
+        let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
+        let on_ok = on_ok(ok);
+        let result = types.result_of(quote!(#outcome), names.ret_span);
+        quote!(#label: {
+            let #outcome = #run;
+            match #result {
+                ::core::result::Result::Ok(#outcome) => {
+                    #unready
+                    let #value = #outcome;
+                    #on_ok
+                }
+                ::core::result::Result::Err(#error) => {
+                    #fix
+                    #rt::Failure::Error(#error)
+                }
+            }
+        })
     };
+    let fix_error = types.fix_error_type(&error, names.ret_span);
+    let nothing = TokenStream::new();
     let before_any = quote!(#rt::Attempts::after_first(#policy, #site, #started));
-    let first = on_outcome(
-        run(
-            quote!(#attempt(#fresh)),
-            quote!(#rt::deadline(#policy, #started)),
-            before_any.clone(),
-        ),
-        |ok| quote!(return #ok),
-        quote!(#error),
-        types,
-        names,
+    let first = attempt_block(
+        quote!(#attempt(#fresh)),
+        quote!(#rt::deadline(#policy, #started)),
+        before_any.clone(),
+        &|ok| quote!(return #ok),
+        &fix_error,
     );
-    let next = on_outcome(
-        run(
-            quote!(#attempt(#fresh)),
-            quote!(#attempts.deadline()),
-            quote!(#attempts),
-        ),
-        |ok| quote!({ #attempts.succeeded(); return #ok; }),
-        quote!(#error),
-        types,
-        names,
+    let next = attempt_block(
+        quote!(#attempt(#fresh)),
+        quote!(#attempts.deadline()),
+        quote!(#attempts),
+        &|ok| quote!({ #attempts.succeeded(); return #ok; }),
+        &nothing,
     );
     let end_first = end(quote!(#ending), types, settings, names);
     let end_loop = end(quote!(#ending), types, settings, names);
     let end_last = end(quote!(#ending), types, settings, names);
     let decide = |end: &TokenStream| {
-        quote!(match #attempts.after_error(#error, #read, #text, #keep, #on_retry, #rt::now_async) {
+        quote!(match #attempts.after(#failure, #read, #text, #keep, #on_retry, #rt::now_async) {
             ::core::result::Result::Ok(#wait) => #wait,
             ::core::result::Result::Err(#ending) => return #end,
         })
     };
     let first_decision = decide(&end_first);
-    let fix_error = types.fix_error_type(&error, names.ret_span);
     let next_decision = decide(&end_loop);
-    let last_after_retries = on_outcome(
-        run(
-            quote!(#attempt(#last)),
-            quote!(#attempts.deadline()),
-            quote!(#attempts),
-        ),
-        |ok| quote!({ #attempts.succeeded(); #ok }),
-        quote!({
-            let #ending = #attempts.after_last_error(#error, #read, #text, #keep);
-            #end_last
-        }),
-        types,
-        names,
+    let last_attempt = attempt_block(
+        quote!(#attempt(#last)),
+        quote!(#attempts.deadline()),
+        quote!(#attempts),
+        &|ok| quote!({ #attempts.succeeded(); return #ok; }),
+        &nothing,
     );
+    let last_after_retries = quote!({
+        let #failure = #last_attempt;
+        let #ending = #attempts.after_last(#failure, #read, #text, #keep);
+        #end_last
+    });
     let end_only = end(quote!(#ending), types, settings, names);
-    let only = on_outcome(
-        run(
-            quote!(#attempt(#last)),
-            quote!(#rt::deadline(#policy, #started)),
-            before_any.clone(),
-        ),
-        |ok| ok,
-        quote!({
-            let mut #attempts = #before_any;
-            let #ending = #attempts.after_last_error(#error, #read, #text, #keep);
-            #end_only
-        }),
-        types,
-        names,
+    let only_attempt = attempt_block(
+        quote!(#attempt(#last)),
+        quote!(#rt::deadline(#policy, #started)),
+        before_any.clone(),
+        &|ok| quote!(return #ok),
+        &fix_error,
     );
+    let only = quote!({
+        let #failure = #only_attempt;
+        let mut #attempts = #before_any;
+        let #ending = #attempts.after_last(#failure, #read, #text, #keep);
+        #end_only
+    });
     let require_runtime = match &sig.asyncness {
         Some(asyncness) => {
             // The crate path too, or its call-site span would carry the error to the
@@ -975,8 +1046,7 @@ fn async_run(
         #require_runtime
         #started_prelude
         if #checked.max_retries() > 1 {
-            let #error = #first;
-            #fix_error
+            let #failure = #first;
             // The retry state is made in this block, whose locals end before the `.await`:
             // only the box is kept across it, so the function's future stays small.
             let #retries = {
@@ -989,7 +1059,7 @@ fn async_run(
                         if #attempts.is_last() {
                             break;
                         }
-                        let #error = #next;
+                        let #failure = #next;
                         #wait = #next_decision;
                     }
                     // The last attempt takes the caller's values.

@@ -76,6 +76,15 @@ pub fn retry_with_backoff(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     checks::check(&function, &mut errors);
+    if let Some(settings) = &settings
+        && let Some(span) = settings.attempt_timeout_span
+        && function.sig.asyncness.is_none()
+    {
+        errors.at(
+            span,
+            "`attempt_timeout` cuts off a running attempt, which only an `async fn` can be: a sync attempt cannot be interrupted; use `timeout` (which stops before a wait that would pass it), or make the function `async`",
+        );
+    }
     match (errors.finish(()), settings) {
         (Ok(()), Some(settings)) => expand::expand(function, settings).into(),
         // `args::parse` returns `None` only after recording an error, so this arm reports it.

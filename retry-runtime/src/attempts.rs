@@ -10,9 +10,11 @@ use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
 use crate::backoff::BackoffState;
-use crate::classify::Classified;
 use crate::classify::chain::redacted;
-use crate::error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
+use crate::classify::{Classified, Rule, Verdict};
+use crate::error::{
+    AttemptTimedOut, BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError,
+};
 use crate::log::{Event, Site};
 use crate::policy::RetryPolicy;
 
@@ -62,7 +64,7 @@ pub fn retry_blocking<A, T, E>(
     policy: &RetryPolicy,
     site: Site,
     started: Option<Instant>,
-    first: E,
+    first: Failure<E>,
     args: A,
     mut attempt: impl FnMut(A) -> Result<T, E>,
     fresh: impl Fn(&A) -> A,
@@ -70,46 +72,52 @@ pub fn retry_blocking<A, T, E>(
     text: impl Fn(&E) -> String,
     keep: impl Fn(E) -> Option<BoxError>,
     mut on_retry: impl FnMut(&E, u32, Duration),
+    not_ready: impl Fn(&T) -> bool,
 ) -> Result<T, Ending<E>> {
     use crate::sleep::{now_current, sleep_current};
 
     let mut attempts = Attempts::after_first(policy, site, started);
-    let mut error = first;
+    let mut failure = first;
+    let failed = |outcome: Result<T, E>| match outcome {
+        Ok(value) if not_ready(&value) => Err(Failure::NotReady),
+        Ok(value) => Ok(value),
+        Err(error) => Err(Failure::Error(error)),
+    };
     loop {
-        let wait = attempts.after_error(error, &read, &text, &keep, &mut on_retry, now_current)?;
+        let wait = attempts.after(failure, &read, &text, &keep, &mut on_retry, now_current)?;
         sleep_current(wait);
         if attempts.is_last() {
-            return match attempt(args) {
+            return match failed(attempt(args)) {
                 Ok(value) => {
                     attempts.succeeded();
                     Ok(value)
                 }
-                Err(error) => Err(attempts.after_last_error(error, &read, &text, &keep)),
+                Err(failure) => Err(attempts.after_last(failure, &read, &text, &keep)),
             };
         }
-        error = match attempt(fresh(&args)) {
+        failure = match failed(attempt(fresh(&args))) {
             Ok(value) => {
                 attempts.succeeded();
                 return Ok(value);
             }
-            Err(error) => error,
+            Err(failure) => failure,
         };
     }
 }
 
-/// The ending of a call whose only attempt (`max_retries = 1`) failed with `error`.
+/// The ending of a call whose only attempt (`max_retries = 1`) failed.
 #[cold]
 #[inline(never)]
 pub fn only_attempt_failed<E>(
     policy: &RetryPolicy,
     site: Site,
     started: Option<Instant>,
-    error: E,
+    failure: Failure<E>,
     read: impl FnOnce(&E) -> Classified,
     text: impl Fn(&E) -> String,
     keep: impl FnOnce(E) -> Option<BoxError>,
 ) -> Ending<E> {
-    Attempts::after_first(policy, site, started).after_last_error(error, read, text, keep)
+    Attempts::after_first(policy, site, started).after_last(failure, read, text, keep)
 }
 
 /// When a call started, read only when the policy has a `timeout`: the one clock read a
@@ -126,6 +134,48 @@ pub fn deadline(policy: &RetryPolicy, started: Option<Instant>) -> Option<Instan
         (Some(started), Some(timeout)) => started.checked_add(timeout),
         _ => None,
     }
+}
+
+/// The deadline an async attempt starting now runs under: the call's (`timeout`), or
+/// `attempt_timeout` from now when that ends first. The clock is read only with an
+/// `attempt_timeout`.
+#[inline]
+pub fn attempt_deadline(
+    policy: &RetryPolicy,
+    call: Option<Instant>,
+    now: impl FnOnce() -> Instant,
+) -> Option<Instant> {
+    let own = policy
+        .attempt_timeout()
+        .and_then(|timeout| now().checked_add(timeout));
+    match (call, own) {
+        (Some(call), Some(own)) => Some(call.min(own)),
+        (call, own) => call.or(own),
+    }
+}
+
+/// Whether an attempt cut off at its deadline ran into the call's `timeout` (the call gives
+/// up) rather than its own `attempt_timeout` (the attempt failed, and may be retried).
+/// Asked only once an attempt was cut off; without an `attempt_timeout` it is always the call's.
+#[cold]
+pub fn ends_the_call(
+    policy: &RetryPolicy,
+    call: Option<Instant>,
+    now: impl FnOnce() -> Instant,
+) -> bool {
+    policy.attempt_timeout().is_none() || call.is_some_and(|call| now() >= call)
+}
+
+/// How an attempt failed: with an error of the function's type, or in a way the runtime saw
+/// itself.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// The attempt returned `Err`.
+    Error(E),
+    /// The attempt returned a value that `not_ready` called not ready.
+    NotReady,
+    /// An async attempt ran past its `attempt_timeout` and was cut off.
+    TimedOut,
 }
 
 /// Where one retried call stands after a failure: the attempt, the deadline, the server's
@@ -288,6 +338,90 @@ impl Attempts {
                 let message = redacted(text(&error));
                 Err(Ending::GaveUp(self.give_up(reason, message, keep(error))))
             }
+        }
+    }
+
+    /// [`after_error`](Self::after_error) for any [`Failure`]: a value that is not ready and
+    /// an attempt cut off at its `attempt_timeout` are retried with the same waits; after
+    /// the last attempt the call gives up, with `NeverReady` for a value never ready, and an
+    /// [`AttemptTimedOut`] as the last error for an attempt cut off.
+    pub fn after<E>(
+        &mut self,
+        failure: Failure<E>,
+        read: impl FnOnce(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+        on_retry: impl FnOnce(&E, u32, Duration),
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Duration, Ending<E>> {
+        match failure {
+            Failure::Error(error) => self.after_error(error, read, text, keep, on_retry, now),
+            Failure::NotReady => self.after_unready(false, now).map_err(Ending::GaveUp),
+            Failure::TimedOut => self.after_unready(true, now).map_err(Ending::GaveUp),
+        }
+    }
+
+    /// [`after`](Self::after) for the last attempt allowed: no wait follows it.
+    pub fn after_last<E>(
+        &mut self,
+        failure: Failure<E>,
+        read: impl FnOnce(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+    ) -> Ending<E> {
+        match failure {
+            Failure::Error(error) => self.after_last_error(error, read, text, keep),
+            // At the last attempt no clock is read: the call gives up.
+            Failure::NotReady => match self.after_unready(false, Instant::now) {
+                Ok(_) => {
+                    Ending::GaveUp(self.give_up(GiveUpReason::NeverReady, String::new(), None))
+                }
+                Err(give_up) => Ending::GaveUp(give_up),
+            },
+            Failure::TimedOut => match self.after_unready(true, Instant::now) {
+                Ok(_) => Ending::GaveUp(self.give_up(
+                    GiveUpReason::AttemptsExhausted,
+                    String::new(),
+                    None,
+                )),
+                Err(give_up) => Ending::GaveUp(give_up),
+            },
+        }
+    }
+
+    /// A value not ready (`timed_out` false) or an attempt cut off: retryable, with no error
+    /// of the function's type to show, keep or hand to `on_retry`.
+    fn after_unready(
+        &mut self,
+        timed_out: bool,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Duration, MediaProcessingError> {
+        let cut_off = AttemptTimedOut {
+            attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
+        };
+        let (message, rule) = if timed_out {
+            (cut_off.to_string(), Rule::KnownType)
+        } else {
+            ("the value is not ready".to_owned(), Rule::Predicate)
+        };
+        let classified = Classified {
+            verdict: Verdict::Retryable,
+            rule,
+            retry_after: None,
+        };
+        let give_up = |attempts: &Self, reason: GiveUpReason| {
+            let (reason, last): (_, Option<BoxError>) = match (timed_out, reason) {
+                (false, GiveUpReason::AttemptsExhausted) => (GiveUpReason::NeverReady, None),
+                (false, reason) => (reason, None),
+                (true, reason) => (reason, Some(Box::new(cut_off))),
+            };
+            attempts.give_up(reason, message.clone(), last)
+        };
+        match self.after_failure(classified, &message, now) {
+            Next::Retry(wait) => Ok(wait),
+            Next::GiveUp(reason) => Err(give_up(self, reason)),
+            // A retryable failure is never returned as it is; giving up is the safe answer.
+            Next::Return => Err(give_up(self, GiveUpReason::AttemptsExhausted)),
         }
     }
 

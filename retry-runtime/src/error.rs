@@ -32,6 +32,9 @@ pub enum GiveUpReason {
         /// The bound that was set on the whole call.
         timeout: Duration,
     },
+    /// Every attempt answered, but with a value the `not_ready` predicate called not ready
+    /// (a long operation still running): the call stopped polling.
+    NeverReady,
     /// A `#[rewind]` argument could not be put back where the call started, so the next
     /// attempt would have read what an earlier one left: the call stopped instead.
     RewindFailed {
@@ -60,6 +63,7 @@ impl fmt::Display for GiveUpReason {
                 wait.as_secs_f64(),
                 timeout.as_secs_f64()
             ),
+            GiveUpReason::NeverReady => f.write_str("the value was never ready"),
             GiveUpReason::RewindFailed { argument } => {
                 write!(
                     f,
@@ -364,6 +368,26 @@ impl fmt::Display for DeadlineExceeded {
 }
 
 impl Error for DeadlineExceeded {}
+
+/// What an attempt of an async call failed with when it ran past its `attempt_timeout`: a
+/// timeout, retried like any other; the last error of the give-up when the last attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimedOut {
+    /// The bound set on each attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl fmt::Display for AttemptTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the attempt ran past its attempt_timeout of {:.1}s",
+            self.attempt_timeout.as_secs_f64()
+        )
+    }
+}
+
+impl Error for AttemptTimedOut {}
 
 /// Keeps the kind of the last I/O error, so `?` callers that match on kinds still can;
 /// a timeout on the whole call becomes `TimedOut`.

@@ -36,6 +36,6 @@ pub mod timer;
 pub mod __private;
 
 pub use classify::{Classified, Classify, Rule, Verdict};
-pub use error::{BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
+pub use error::{AttemptTimedOut, BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};
 pub use retry::{BlockingRetryable, RetryError};

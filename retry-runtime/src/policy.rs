@@ -30,6 +30,7 @@ pub struct RetryPolicy {
     max_delay: Duration,
     jitter: Duration,
     timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
     max_hint: Duration,
     jitter_strategy: Jitter,
     growth: Growth,
@@ -57,6 +58,7 @@ impl RetryPolicy {
             max_delay: Self::DEFAULT_MAX_DELAY,
             jitter: Self::DEFAULT_JITTER,
             timeout: None,
+            attempt_timeout: None,
             max_hint: Self::DEFAULT_MAX_HINT,
             jitter_strategy: Jitter::Additive,
             growth: Growth::Exponential,
@@ -94,6 +96,13 @@ impl RetryPolicy {
     /// Bound on the whole call, all attempts and waits; `None` when unbounded.
     pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Bound on each attempt of an async call: one that runs longer is cut off and counts as
+    /// a retryable timeout ([`AttemptTimedOut`](crate::error::AttemptTimedOut)); `None` when
+    /// unbounded.
+    pub const fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
     }
 
     /// Longest wait a server may ask for (`Retry-After`, Gemini's `RetryInfo`); a longer
@@ -171,6 +180,12 @@ impl PolicyBuilder {
         self
     }
 
+    /// Bound on each attempt of an async call, apart from `timeout`; must be above zero.
+    pub const fn attempt_timeout(mut self, attempt_timeout: Duration) -> Self {
+        self.policy.attempt_timeout = Some(attempt_timeout);
+        self
+    }
+
     /// Longest server-requested wait to honour; a longer hint fails the call at once.
     pub const fn max_hint(mut self, max_hint: Duration) -> Self {
         self.policy.max_hint = max_hint;
@@ -193,6 +208,11 @@ impl PolicyBuilder {
             && timeout.is_zero()
         {
             return Err(InvalidPolicy::ZeroTimeout);
+        }
+        if let Some(timeout) = p.attempt_timeout
+            && timeout.is_zero()
+        {
+            return Err(InvalidPolicy::ZeroAttemptTimeout);
         }
         // Decorrelated jitter multiplies the previous wait and never reads a growth: a
         // linear or constant one would be silently ignored, so it is refused instead.
@@ -217,6 +237,7 @@ impl InvalidPolicy {
                 "`base_delay` must not be above `max_delay` (30 s unless you set it)"
             }
             InvalidPolicy::ZeroTimeout => "`timeout` must be above zero",
+            InvalidPolicy::ZeroAttemptTimeout => "`attempt_timeout` must be above zero",
             InvalidPolicy::GrowthWithDecorrelated { .. } => {
                 "decorrelated jitter grows from the previous wait: it takes no linear or constant growth"
             }
@@ -238,6 +259,8 @@ pub enum InvalidPolicy {
     },
     /// A timeout of zero would fail every call before it starts.
     ZeroTimeout,
+    /// An attempt timeout of zero would cut off every attempt before it starts.
+    ZeroAttemptTimeout,
     /// [`Jitter::Decorrelated`] with a growth other than [`Growth::Exponential`]: that
     /// strategy grows from its previous wait and would ignore the growth.
     GrowthWithDecorrelated {
@@ -260,7 +283,9 @@ impl std::fmt::Display for InvalidPolicy {
                 f,
                 "decorrelated jitter grows from the previous wait: it takes no {growth} growth"
             ),
-            Self::NoAttempts | Self::ZeroTimeout => f.write_str(self.message()),
+            Self::NoAttempts | Self::ZeroTimeout | Self::ZeroAttemptTimeout => {
+                f.write_str(self.message())
+            }
         }
     }
 }

@@ -23,7 +23,8 @@ pub use rewind::Rewind;
 pub use tracing;
 
 pub use crate::attempts::{
-    Attempts, DeadlinePassed, Ending, deadline, only_attempt_failed, retry_blocking, started,
+    Attempts, DeadlinePassed, Ending, Failure, attempt_deadline, deadline, ends_the_call,
+    only_attempt_failed, retry_blocking, started,
 };
 pub use crate::classify::order::Seen;
 pub use crate::classify::{Classified, Rule, Verdict};

@@ -15,6 +15,8 @@ pub enum Key {
     Jitter,
     /// `timeout`.
     Timeout,
+    /// `attempt_timeout`.
+    AttemptTimeout,
     /// `max_hint`.
     MaxHint,
 }
@@ -26,6 +28,9 @@ impl Key {
             Key::MaxDelay => "`max_delay` must be a finite number of seconds, zero or more",
             Key::Jitter => "`jitter` must be a finite number of seconds, zero or more",
             Key::Timeout => "`timeout` must be a finite number of seconds, above zero",
+            Key::AttemptTimeout => {
+                "`attempt_timeout` must be a finite number of seconds, above zero"
+            }
             Key::MaxHint => "`max_hint` must be a finite number of seconds, zero or more",
         }
     }
@@ -36,6 +41,7 @@ impl Key {
             Key::MaxDelay => "`max_delay` is too large: at most about 584 years",
             Key::Jitter => "`jitter` is too large: at most about 584 years",
             Key::Timeout => "`timeout` is too large: at most about 584 years",
+            Key::AttemptTimeout => "`attempt_timeout` is too large: at most about 584 years",
             Key::MaxHint => "`max_hint` is too large: at most about 584 years",
         }
     }
@@ -52,7 +58,7 @@ pub const fn seconds(key: Key, value: f64) -> Result<Duration, &'static str> {
         return Err(key.too_large());
     }
     let nanos = nanos as u64;
-    if matches!(key, Key::Timeout) && nanos == 0 {
+    if matches!(key, Key::Timeout | Key::AttemptTimeout) && nanos == 0 {
         return Err(key.invalid());
     }
     Ok(Duration::from_nanos(nanos))
