@@ -166,3 +166,33 @@ async fn the_call_timeout_ending_first_gives_up_at_once() {
     );
     assert_eq!(give_up.attempts(), 1);
 }
+
+/// The closure API honours the policy's `attempt_timeout` too.
+#[tokio::test(start_paused = true)]
+async fn the_closure_api_cuts_off_an_attempt_at_its_attempt_timeout() {
+    use resilience::{RetryPolicy, Retryable};
+
+    static POLICY: RetryPolicy = match RetryPolicy::builder()
+        .max_retries(3)
+        .jitter(Duration::ZERO)
+        .attempt_timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(policy) => policy,
+        Err(_) => panic!("a valid policy"),
+    };
+    let calls = Cell::new(0);
+    let started = tokio::time::Instant::now();
+    let answer = (|| async {
+        calls.set(calls.get() + 1);
+        if calls.get() == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, io::Error>(calls.get())
+    })
+    .retry(&POLICY)
+    .await
+    .expect("the second attempt");
+    assert_eq!(answer, 2);
+    assert_eq!(started.elapsed(), Duration::from_secs(5 + 2));
+}

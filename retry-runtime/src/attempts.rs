@@ -389,6 +389,15 @@ impl Attempts {
         }
     }
 
+    /// An attempt cut off at its `attempt_timeout`, for the closure API: the wait before the
+    /// next attempt, or the give-up error.
+    pub(crate) fn after_attempt_timed_out(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Duration, MediaProcessingError> {
+        self.after_unready(true, now)
+    }
+
     /// A value not ready (`timed_out` false) or an attempt cut off: retryable, with no error
     /// of the function's type to show, keep or hand to `on_retry`.
     fn after_unready(

@@ -180,7 +180,10 @@ impl PolicyBuilder {
         self
     }
 
-    /// Bound on each attempt of an async call, apart from `timeout`; must be above zero.
+    /// Bound on each attempt of an async call (the attribute's `async fn`, the closure API's
+    /// [`Retrying`](crate::retry::Retrying)), apart from `timeout`; must be above zero. A
+    /// blocking attempt cannot be cut off: [`BlockingRetry`](crate::retry::BlockingRetry)
+    /// ignores it.
     pub const fn attempt_timeout(mut self, attempt_timeout: Duration) -> Self {
         self.policy.attempt_timeout = Some(attempt_timeout);
         self

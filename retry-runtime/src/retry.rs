@@ -342,7 +342,9 @@ mod with_timer {
     use std::time::Duration;
 
     use super::{BuiltinRules, Decide, Notify, OnRetry, RetryError, Settings, Silent, When};
-    use crate::attempts::{Attempts, DeadlinePassed, deadline, started};
+    use crate::attempts::{
+        Attempts, DeadlinePassed, attempt_deadline, deadline, ends_the_call, started,
+    };
     use crate::classify::Classify;
     use crate::error::BoxError;
     use crate::log::Site;
@@ -461,10 +463,13 @@ mod with_timer {
                 let outcome = match this.state.as_mut().project() {
                     StateProj::Idle => {
                         let attempt = (this.op)();
-                        let deadline = match this.attempts {
+                        let call = match this.attempts {
                             Some(attempts) => attempts.deadline(),
                             None => deadline(policy, started),
                         };
+                        // The call's `timeout`, or the attempt's own `attempt_timeout` when
+                        // that ends first.
+                        let deadline = attempt_deadline(policy, call, T::now);
                         this.state.set(match deadline {
                             None => State::Running { attempt },
                             Some(deadline) => State::Bounded {
@@ -477,13 +482,26 @@ mod with_timer {
                     StateProj::Bounded { attempt } => match ready!(attempt.poll(cx)) {
                         Ok(outcome) => outcome,
                         Err(DeadlinePassed) => {
-                            this.state.set(State::Done);
                             let site = Site::closure(this.settings.name);
                             let attempts = this.attempts.get_or_insert_with(|| {
                                 Attempts::after_first(policy, site, started)
                             });
-                            let give_up = attempts.deadline_passed(DeadlinePassed);
-                            return Poll::Ready(Err(RetryError::GaveUp(give_up)));
+                            if ends_the_call(policy, attempts.deadline(), T::now) {
+                                this.state.set(State::Done);
+                                let give_up = attempts.deadline_passed(DeadlinePassed);
+                                return Poll::Ready(Err(RetryError::GaveUp(give_up)));
+                            }
+                            // Cut off at its `attempt_timeout`: a retryable timeout.
+                            match attempts.after_attempt_timed_out(T::now) {
+                                Ok(wait) => this.state.set(State::Sleeping {
+                                    sleep: T::sleep(wait),
+                                }),
+                                Err(give_up) => {
+                                    this.state.set(State::Done);
+                                    return Poll::Ready(Err(RetryError::GaveUp(give_up)));
+                                }
+                            }
+                            continue;
                         }
                     },
                     StateProj::Sleeping { sleep } => {
