@@ -149,7 +149,9 @@ impl ThreadSleep {
                     .spawn(move || waiting.wait_until(deadline));
                 if started.is_err() {
                     // No thread to be had (the process is at its limit): ask to be polled
-                    // again and try then, rather than block the executor or end early.
+                    // again and try then, rather than end early; a millisecond's pause keeps
+                    // that from spinning a core while the process has no thread to give.
+                    std::thread::sleep(Duration::from_millis(1));
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }

@@ -399,6 +399,7 @@ impl From<MediaProcessingError> for io::Error {
                 None,
                 GiveUpReason::DeadlineExceeded { .. } | GiveUpReason::WaitPastDeadline { .. },
             ) => io::ErrorKind::TimedOut,
+            (None, _) if error.last_error::<AttemptTimedOut>().is_some() => io::ErrorKind::TimedOut,
             (None, _) => io::ErrorKind::Other,
         };
         io::Error::new(kind, error)

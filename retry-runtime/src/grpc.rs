@@ -102,11 +102,12 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// The give-up error as the status a gRPC function returns:
-/// - the code: the last status's, `DEADLINE_EXCEEDED` when the `timeout` ran out, else
+/// - the code: the last status's, `DEADLINE_EXCEEDED` when the `timeout` ran out or every
+///   attempt ran past its `attempt_timeout`, else
 ///   `UNAVAILABLE` (the service could not be reached in the attempts allowed), or
 ///   `FAILED_PRECONDITION` when a `#[rewind]` argument could not be put back;
 /// - the message: the give-up's text, redacted (`Failed after 3 retries: gRPC UNAVAILABLE: ..`);
-/// - the details: only a `RetryInfo` with the server's last hint, rebuilt here; the last
+/// - the details: only a `RetryInfo` with the server's last hint, if it gave one, rebuilt here; the last
 ///   status's own details and metadata are not passed on, since they hold its unredacted
 ///   message and whatever headers the server below sent;
 /// - `grpc-retry-pushback-ms: -1`: this call has retried already, so a client that honours
@@ -118,12 +119,24 @@ impl From<MediaProcessingError> for Status {
     fn from(give_up: MediaProcessingError) -> Self {
         let code = match (give_up.find::<Status>(), give_up.reason()) {
             (_, GiveUpReason::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
+            _ if give_up
+                .last_error::<crate::error::AttemptTimedOut>()
+                .is_some() =>
+            {
+                Code::DeadlineExceeded
+            }
             (_, GiveUpReason::RewindFailed { .. }) => Code::FailedPrecondition,
             (Some(last), _) => last.code(),
             (None, _) => Code::Unavailable,
         };
-        let details = ErrorDetails::with_retry_info(give_up.retry_after());
-        let mut status = Status::with_error_details(code, give_up.to_string(), details);
+        let mut status = match give_up.retry_after() {
+            Some(hint) => Status::with_error_details(
+                code,
+                give_up.to_string(),
+                ErrorDetails::with_retry_info(Some(hint)),
+            ),
+            None => Status::new(code, give_up.to_string()),
+        };
         status
             .metadata_mut()
             .insert(PUSHBACK, tonic::metadata::MetadataValue::from_static("-1"));
@@ -201,7 +214,12 @@ mod tests {
             "deadline".to_owned(),
             None,
         );
-        assert_eq!(Status::from(timed_out).code(), Code::DeadlineExceeded);
+        let timed_out = Status::from(timed_out);
+        assert_eq!(timed_out.code(), Code::DeadlineExceeded);
+        assert!(
+            timed_out.get_details_retry_info().is_none(),
+            "no hint, no RetryInfo"
+        );
     }
 
     #[test]
