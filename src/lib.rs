@@ -9,9 +9,9 @@ pub use retry_macro::{Classify, retry_with_backoff};
 pub use retry_runtime::grpc;
 pub use retry_runtime::{
     AttemptTimedOut, BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded,
-    GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryError, RetryPolicy,
-    Rule, Verdict, attempts, backoff, classify, error, hint, http, log, policy, redact, retry,
-    sleep, stats, strategy, testing, timer,
+    GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryCause, RetryError,
+    RetryPolicy, Rule, Verdict, attempts, backoff, classify, error, hint, http, log, policy,
+    redact, retry, sleep, stats, strategy, testing, timer,
 };
 
 mod async_expansion;

@@ -1,5 +1,6 @@
-//! The attribute's hooks (README, "Hooks"): `on_retry` sees each failure that is retried (the
-//! error, the attempt that failed, the wait that follows) and `on_give_up` the give-up error;
+//! The attribute's hooks (README, "Hooks"): `on_retry` sees each failure that is retried (its
+//! cause: the error, the value not ready, or the attempt cut off; the attempt that failed; the
+//! wait that follows) and `on_give_up` the give-up error;
 //! both run inline and in order, on the calling thread, and a panic in one is not caught.
 
 mod common;
@@ -8,7 +9,7 @@ use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
-use resilience::{GiveUpReason, MediaProcessingError, retry_with_backoff};
+use resilience::{GiveUpReason, MediaProcessingError, RetryCause, retry_with_backoff};
 
 thread_local! {
     /// What the hooks saw, in order.
@@ -19,12 +20,11 @@ fn seen() -> Vec<String> {
     SEEN.with(|seen| seen.take())
 }
 
-fn count_retry(error: &io::Error, attempt: u32, wait: Duration) {
+fn count_retry<T>(cause: RetryCause<'_, io::Error, T>, attempt: u32, wait: Duration) {
+    let kind = cause.error().map(io::Error::kind);
     SEEN.with(|seen| {
-        seen.borrow_mut().push(format!(
-            "retry {attempt} after {:?} in {wait:?}",
-            error.kind()
-        ))
+        seen.borrow_mut()
+            .push(format!("retry {attempt} after {kind:?} in {wait:?}"))
     });
 }
 
@@ -35,7 +35,7 @@ fn alert(give_up: &MediaProcessingError) {
     });
 }
 
-#[retry_with_backoff(max_retries = 3, jitter = 0, on_retry = count_retry, on_give_up = alert)]
+#[retry_with_backoff(max_retries = 3, jitter = 0, on_retry = count_retry::<()>, on_give_up = alert)]
 fn always_resets(calls: &mut u32) -> io::Result<()> {
     *calls += 1;
     SEEN.with(|seen| seen.borrow_mut().push(format!("attempt {calls}")));
@@ -51,9 +51,9 @@ fn the_hooks_run_inline_in_order_with_the_error_the_attempt_and_the_wait() {
         seen(),
         [
             "attempt 1",
-            "retry 1 after ConnectionReset in 2s",
+            "retry 1 after Some(ConnectionReset) in 2s",
             "attempt 2",
-            "retry 2 after ConnectionReset in 4s",
+            "retry 2 after Some(ConnectionReset) in 4s",
             "attempt 3",
             "gave up after 3",
         ]
@@ -69,7 +69,7 @@ fn the_hooks_run_inline_in_order_with_the_error_the_attempt_and_the_wait() {
 #[retry_with_backoff(
     max_retries = 3,
     jitter = 0,
-    on_retry = |_: &io::Error, _: u32, _: Duration| SEEN.with(|s| s.borrow_mut().push("retry".into())),
+    on_retry = |_, _, _| SEEN.with(|s| s.borrow_mut().push("retry".into())),
     on_give_up = |_: &MediaProcessingError| SEEN.with(|s| s.borrow_mut().push("gave up".into())),
 )]
 fn denied() -> io::Result<()> {
@@ -101,7 +101,7 @@ async fn a_timeout_that_cuts_an_attempt_off_calls_on_give_up() {
     assert_eq!(seen(), ["gave up after 1"]);
 }
 
-#[retry_with_backoff(max_retries = 3, jitter = 0, on_retry = count_retry)]
+#[retry_with_backoff(max_retries = 3, jitter = 0, on_retry = count_retry::<u32>)]
 async fn resets_twice(calls: &mut u32) -> io::Result<u32> {
     *calls += 1;
     if *calls < 3 {
@@ -117,13 +117,13 @@ async fn an_async_fn_calls_on_retry_before_each_wait() {
     assert_eq!(
         seen(),
         [
-            "retry 1 after ConnectionReset in 2s",
-            "retry 2 after ConnectionReset in 4s"
+            "retry 1 after Some(ConnectionReset) in 2s",
+            "retry 2 after Some(ConnectionReset) in 4s"
         ]
     );
 }
 
-fn panicking_hook(_: &io::Error, _: u32, _: Duration) {
+fn panicking_hook(_: RetryCause<'_, io::Error, ()>, _: u32, _: Duration) {
     panic!("the hook failed");
 }
 
@@ -143,4 +143,58 @@ fn a_panic_in_a_hook_is_not_caught() {
     let panic = caught.expect_err("the hook's panic reaches the caller");
     assert_eq!(panic.downcast_ref::<&str>(), Some(&"the hook failed"));
     assert_eq!(calls, 1);
+}
+
+#[derive(Debug)]
+struct Operation {
+    done: bool,
+}
+
+fn not_done(operation: &Operation) -> bool {
+    !operation.done
+}
+
+/// The not-ready value itself, and an attempt cut off, reach `on_retry` too.
+fn describe(cause: RetryCause<'_, io::Error, Operation>, attempt: u32, wait: Duration) {
+    let what = match cause {
+        RetryCause::Error(error) => format!("error {:?}", error.kind()),
+        RetryCause::NotReady(operation) => format!("not ready {operation:?}"),
+        RetryCause::TimedOut(cut_off) => format!("cut off after {:?}", cut_off.attempt_timeout),
+    };
+    SEEN.with(|seen| {
+        seen.borrow_mut()
+            .push(format!("{attempt}: {what} in {wait:?}"))
+    });
+}
+
+#[retry_with_backoff(
+    max_retries = 4,
+    jitter = 0,
+    attempt_timeout = 5.0,
+    not_ready = not_done,
+    on_retry = describe
+)]
+async fn poll(calls: &std::cell::Cell<u32>) -> io::Result<Operation> {
+    calls.set(calls.get() + 1);
+    match calls.get() {
+        1 => std::future::pending::<()>().await,
+        2 => return Ok(Operation { done: false }),
+        3 => return Err(io::Error::from(io::ErrorKind::ConnectionReset)),
+        _ => {}
+    }
+    Ok(Operation { done: true })
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_retry_sees_the_error_the_not_ready_value_and_the_attempt_cut_off() {
+    let calls = std::cell::Cell::new(0);
+    assert!(poll(&calls).await.expect("done").done);
+    assert_eq!(
+        seen(),
+        [
+            "1: cut off after 5s in 2s",
+            "2: not ready Operation { done: false } in 4s",
+            "3: error ConnectionReset in 8s",
+        ]
+    );
 }

@@ -359,7 +359,7 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
                 on_retry = hook(
                     value,
                     "on_retry",
-                    "|error: &MyError, attempt: u32, wait: std::time::Duration| ..",
+                    "|cause: resilience::RetryCause<'_, MyError, T>, attempt: u32, wait: std::time::Duration| ..",
                     errors,
                 )
             }

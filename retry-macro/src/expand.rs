@@ -639,7 +639,7 @@ fn rules(settings: &Settings, types: &Types, names: &Names) -> Rules {
     });
     let on_retry = match &settings.on_retry {
         Some(hook) => {
-            let [error, attempt, wait] = ["error", "attempt", "wait"].map(|name| {
+            let [cause, attempt, wait] = ["cause", "attempt", "wait"].map(|name| {
                 format_ident!(
                     "__resilience_{}",
                     name,
@@ -647,14 +647,14 @@ fn rules(settings: &Settings, types: &Types, names: &Names) -> Rules {
                 )
             });
             quote_spanned!(hook.span()=>
-                |#error: &_, #attempt: u32, #wait: ::core::time::Duration| {
+                |#cause, #attempt: u32, #wait: ::core::time::Duration| {
                     // A closure is called where it is written.
                     #[allow(clippy::redundant_closure_call)]
-                    (#hook)(#error, #attempt, #wait)
+                    (#hook)(#cause, #attempt, #wait)
                 }
             )
         }
-        None => quote!(|_: &_, _: u32, _: ::core::time::Duration| {}),
+        None => quote!(|_, _: u32, _: ::core::time::Duration| {}),
     };
     Rules {
         read,
@@ -772,6 +772,7 @@ fn sync_run(
     let into_result = |value: TokenStream| types.result_of(value, names.ret_span);
     let attempt_result = into_result(quote!(#attempt(#args)));
     let not_ready = not_ready_predicate(settings, names);
+    let marker = names.local("ok_type");
     let retried = |failure: TokenStream| {
         ending_of(
             quote!(#rt::retry_blocking(
@@ -803,33 +804,25 @@ fn sync_run(
             names,
         )
     };
-    let failed = quote!(#rt::Failure::Error(#error));
-    let retried_error = retried(failed.clone());
-    let only_error = only(failed);
+    let retried_error = retried(quote!(#rt::Failure::Error(#error)));
+    let only_error = only(quote!(#rt::failed(#error, #marker)));
     // Only with `not_ready`: a value it calls not ready fails the attempt.
     let (unready_first, unready_only) = match &settings.not_ready {
         Some(_) => {
-            let retried = retried(quote!(#rt::Failure::NotReady));
-            let only = only(quote!(#rt::Failure::NotReady));
+            // The value goes to the decision, where `on_retry` sees it, and is dropped there,
+            // before the wait.
+            let retried = retried(quote!(#rt::Failure::NotReady(#outcome)));
+            let only = only(quote!(#rt::Failure::NotReady(#outcome)));
             (
-                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => {
-                    // Not held across the wait; a value without `Drop` is dropped all the same.
-                    #[allow(clippy::drop_non_drop)]
-                    ::core::mem::drop(#outcome);
-                    #retried
-                }),
-                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => {
-                    // Not held across the wait; a value without `Drop` is dropped all the same.
-                    #[allow(clippy::drop_non_drop)]
-                    ::core::mem::drop(#outcome);
-                    #only
-                }),
+                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => #retried,),
+                quote!(::core::result::Result::Ok(#outcome) if (#not_ready)(&#outcome) => #only,),
             )
         }
         None => (TokenStream::new(), TokenStream::new()),
     };
     let first = into_result(quote!(#attempt(#fresh(#borrowed))));
     let only_attempt = into_result(quote!(#attempt(#moved)));
+    let only_result = names.local("only_result");
     let fix_error = types.fix_error_type(&error, names.ret_span);
     let ok = types.returned(quote!(::core::result::Result::Ok(#outcome)), names.ret_span);
     quote!(
@@ -845,7 +838,9 @@ fn sync_run(
             }
         } else {
             // The only attempt takes the caller's values.
-            match #only_attempt {
+            let #only_result = #only_attempt;
+            let #marker = #rt::ok_type(&#only_result);
+            match #only_result {
                 #unready_only
                 ::core::result::Result::Ok(#outcome) => #ok,
                 ::core::result::Result::Err(#error) => {
@@ -950,19 +945,19 @@ fn async_run(
         };
         let unready = settings.not_ready.as_ref().map(|_| {
             quote!(if (#not_ready)(&#outcome) {
-                // Not held across the wait; a value without `Drop` is dropped all the same.
-                    #[allow(clippy::drop_non_drop)]
-                    ::core::mem::drop(#outcome);
-                break #label #rt::Failure::NotReady;
+                break #label #rt::Failure::NotReady(#outcome);
             })
         });
         let value = names.local("value");
         let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
         let on_ok = on_ok(ok);
         let result = types.result_of(quote!(#outcome), names.ret_span);
+        let marker = names.local("ok_type");
         quote!(#label: {
             let #outcome = #run;
-            match #result {
+            let #outcome = #result;
+            let #marker = #rt::ok_type(&#outcome);
+            match #outcome {
                 ::core::result::Result::Ok(#outcome) => {
                     #unready
                     let #value = #outcome;
@@ -970,7 +965,7 @@ fn async_run(
                 }
                 ::core::result::Result::Err(#error) => {
                     #fix
-                    #rt::Failure::Error(#error)
+                    #rt::failed(#error, #marker)
                 }
             }
         })

@@ -64,14 +64,14 @@ pub fn retry_blocking<A, T, E>(
     policy: &RetryPolicy,
     site: Site,
     started: Option<Instant>,
-    first: Failure<E>,
+    first: Failure<E, T>,
     args: A,
     mut attempt: impl FnMut(A) -> Result<T, E>,
     fresh: impl Fn(&A) -> A,
     read: impl Fn(&E) -> Classified,
     text: impl Fn(&E) -> String,
     keep: impl Fn(E) -> Option<BoxError>,
-    mut on_retry: impl FnMut(&E, u32, Duration),
+    mut on_retry: impl FnMut(RetryCause<'_, E, T>, u32, Duration),
     not_ready: impl Fn(&T) -> bool,
 ) -> Result<T, Ending<E>> {
     use crate::sleep::{now_current, sleep_current};
@@ -79,7 +79,7 @@ pub fn retry_blocking<A, T, E>(
     let mut attempts = Attempts::after_first(policy, site, started);
     let mut failure = first;
     let failed = |outcome: Result<T, E>| match outcome {
-        Ok(value) if not_ready(&value) => Err(Failure::NotReady),
+        Ok(value) if not_ready(&value) => Err(Failure::NotReady(value)),
         Ok(value) => Ok(value),
         Err(error) => Err(Failure::Error(error)),
     };
@@ -108,11 +108,11 @@ pub fn retry_blocking<A, T, E>(
 /// The ending of a call whose only attempt (`max_retries = 1`) failed.
 #[cold]
 #[inline(never)]
-pub fn only_attempt_failed<E>(
+pub fn only_attempt_failed<E, T>(
     policy: &RetryPolicy,
     site: Site,
     started: Option<Instant>,
-    failure: Failure<E>,
+    failure: Failure<E, T>,
     read: impl FnOnce(&E) -> Classified,
     text: impl Fn(&E) -> String,
     keep: impl FnOnce(E) -> Option<BoxError>,
@@ -169,13 +169,36 @@ pub fn ends_the_call(
 /// How an attempt failed: with an error of the function's type, or in a way the runtime saw
 /// itself.
 #[derive(Debug)]
-pub enum Failure<E> {
+pub enum Failure<E, T> {
     /// The attempt returned `Err`.
     Error(E),
-    /// The attempt returned a value that `not_ready` called not ready.
-    NotReady,
+    /// The attempt returned this value, which `not_ready` called not ready; it is dropped
+    /// once the decision (and the `on_retry` hook) has seen it, before the wait.
+    NotReady(T),
     /// An async attempt ran past its `attempt_timeout` and was cut off.
     TimedOut,
+}
+
+/// Why a failed attempt is about to be retried: what the attribute's `on_retry` hook sees,
+/// with the number of the attempt that failed and the wait that follows.
+#[derive(Debug, Clone, Copy)]
+pub enum RetryCause<'a, E, T> {
+    /// It returned this error, which the rules call retryable.
+    Error(&'a E),
+    /// It returned this value, which `not_ready` calls not ready.
+    NotReady(&'a T),
+    /// It ran past its `attempt_timeout` and was cut off.
+    TimedOut(AttemptTimedOut),
+}
+
+impl<'a, E, T> RetryCause<'a, E, T> {
+    /// The error, when the attempt returned one.
+    pub fn error(&self) -> Option<&'a E> {
+        match self {
+            RetryCause::Error(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 /// Where one retried call stands after a failure: the attempt, the deadline, the server's
@@ -345,26 +368,45 @@ impl Attempts {
     /// an attempt cut off at its `attempt_timeout` are retried with the same waits; after
     /// the last attempt the call gives up, with `NeverReady` for a value never ready, and an
     /// [`AttemptTimedOut`] as the last error for an attempt cut off.
-    pub fn after<E>(
+    pub fn after<E, T>(
         &mut self,
-        failure: Failure<E>,
+        failure: Failure<E, T>,
         read: impl FnOnce(&E) -> Classified,
         text: impl Fn(&E) -> String,
         keep: impl FnOnce(E) -> Option<BoxError>,
-        on_retry: impl FnOnce(&E, u32, Duration),
+        on_retry: impl FnOnce(RetryCause<'_, E, T>, u32, Duration),
         now: impl FnOnce() -> Instant,
     ) -> Result<Duration, Ending<E>> {
+        let failed = self.attempt;
         match failure {
-            Failure::Error(error) => self.after_error(error, read, text, keep, on_retry, now),
-            Failure::NotReady => self.after_unready(false, now).map_err(Ending::GaveUp),
-            Failure::TimedOut => self.after_unready(true, now).map_err(Ending::GaveUp),
+            Failure::Error(error) => self.after_error(
+                error,
+                read,
+                text,
+                keep,
+                |error, attempt, wait| on_retry(RetryCause::Error(error), attempt, wait),
+                now,
+            ),
+            Failure::NotReady(value) => {
+                let wait = self.after_unready(false, now).map_err(Ending::GaveUp)?;
+                on_retry(RetryCause::NotReady(&value), failed, wait);
+                Ok(wait)
+            }
+            Failure::TimedOut => {
+                let wait = self.after_unready(true, now).map_err(Ending::GaveUp)?;
+                let cut_off = AttemptTimedOut {
+                    attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
+                };
+                on_retry(RetryCause::TimedOut(cut_off), failed, wait);
+                Ok(wait)
+            }
         }
     }
 
     /// [`after`](Self::after) for the last attempt allowed: no wait follows it.
-    pub fn after_last<E>(
+    pub fn after_last<E, T>(
         &mut self,
-        failure: Failure<E>,
+        failure: Failure<E, T>,
         read: impl FnOnce(&E) -> Classified,
         text: impl Fn(&E) -> String,
         keep: impl FnOnce(E) -> Option<BoxError>,
@@ -372,7 +414,7 @@ impl Attempts {
         match failure {
             Failure::Error(error) => self.after_last_error(error, read, text, keep),
             // At the last attempt no clock is read: the call gives up.
-            Failure::NotReady => match self.after_unready(false, Instant::now) {
+            Failure::NotReady(_) => match self.after_unready(false, Instant::now) {
                 Ok(_) => {
                     Ending::GaveUp(self.give_up(GiveUpReason::NeverReady, String::new(), None))
                 }

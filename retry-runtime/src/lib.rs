@@ -35,6 +35,7 @@ pub mod timer;
 #[doc(hidden)]
 pub mod __private;
 
+pub use attempts::RetryCause;
 pub use classify::{Classified, Classify, Rule, Verdict};
 pub use error::{AttemptTimedOut, BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError};
 pub use policy::{InvalidPolicy, PolicyBuilder, RetryPolicy};

@@ -23,8 +23,8 @@ pub use rewind::Rewind;
 pub use tracing;
 
 pub use crate::attempts::{
-    Attempts, DeadlinePassed, Ending, Failure, attempt_deadline, deadline, ends_the_call,
-    only_attempt_failed, retry_blocking, started,
+    Attempts, DeadlinePassed, Ending, Failure, RetryCause, attempt_deadline, deadline,
+    ends_the_call, only_attempt_failed, retry_blocking, started,
 };
 pub use crate::classify::order::Seen;
 pub use crate::classify::{Classified, Rule, Verdict};
@@ -50,6 +50,19 @@ pub fn classify(
         Some(own) => own.with_retry_after(builtin.retry_after),
         None => builtin,
     }
+}
+
+/// The `T` of an attempt's `Result<T, E>`, for [`failed`]: a `Failure` names `T` only when it
+/// holds a value that is not ready, so an attempt's error needs it stated.
+#[inline(always)]
+pub fn ok_type<T, E>(_: &Result<T, E>) -> PhantomData<T> {
+    PhantomData
+}
+
+/// An attempt's error as its [`Failure`](crate::attempts::Failure).
+#[inline(always)]
+pub fn failed<E, T>(error: E, _: PhantomData<T>) -> crate::attempts::Failure<E, T> {
+    crate::attempts::Failure::Error(error)
 }
 
 /// The type of the nested tuple `(a, (b, ()))` that carries an attempt's by-value

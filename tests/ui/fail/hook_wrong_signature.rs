@@ -1,7 +1,7 @@
 use resilience::retry_with_backoff;
 
-/// Takes the error's text, not the error: the hook is called with `&std::io::Error`.
-fn count_retry(error: &str, attempt: u32, wait: std::time::Duration) {
+/// Takes the error itself: the hook is called with a `RetryCause`, whose `.error()` gives it.
+fn count_retry(error: &std::io::Error, attempt: u32, wait: std::time::Duration) {
     let _ = (error, attempt, wait);
 }
 
