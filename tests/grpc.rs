@@ -35,6 +35,7 @@ use tracing::Level;
 // The scripted server
 
 /// What the server does with one request.
+#[derive(Clone, Copy)]
 enum Step {
     /// Answers `SERVING` (on `Watch`: `SERVING`, then `NOT_SERVING`, then ends the stream).
     Serve,
@@ -61,19 +62,8 @@ impl Scripted {
             .push(Instant::now());
         let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
         match steps.len() {
-            0 | 1 => steps.front().map_or(Step::Serve, Step::again),
+            0 | 1 => steps.front().copied().unwrap_or(Step::Serve),
             _ => steps.pop_front().unwrap_or(Step::Serve),
-        }
-    }
-}
-
-impl Step {
-    fn again(&self) -> Step {
-        match self {
-            Step::Serve => Step::Serve,
-            Step::Fail(make) => Step::Fail(*make),
-            Step::Stall(d) => Step::Stall(*d),
-            Step::DropMidStream => Step::DropMidStream,
         }
     }
 }

@@ -6,9 +6,10 @@
 //! `default-features = false` and runs `cargo check` on it. Its target directory sits under
 //! this build's, kept between runs: only the first run compiles the dependencies.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -73,28 +74,8 @@ resilience = {{ path = {workspace:?}, default-features = false }}
 
 /// `cargo check` on the fixture, with JSON diagnostics.
 fn check(dir: &Path) -> (bool, Vec<Value>, String) {
-    let mut cargo = Command::new(env!("CARGO"));
-    // Cargo gives a test the variables of the package under test; passed on, they would
-    // describe the wrong package to the fixture's build (and make build scripts that read
-    // them rebuild), as `tests/media_queue.rs` explains.
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_TARGET_DIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&name);
-        if set_for_tests {
-            cargo.env_remove(name);
-        }
-    }
+    // `--target-dir` below wins over a `CARGO_TARGET_DIR` of the workspace's.
+    let mut cargo = common::example::cargo();
     let output = cargo
         .current_dir(dir)
         .args(["check", "--offline", "--quiet", "--message-format=json"])

@@ -102,10 +102,9 @@ pub fn bindings(sig: &Signature, krate: &TokenStream) -> Bindings {
                         span: typed.ty.span(),
                     });
                 }
-                let is_reference = matches!(&*typed.ty, Type::Reference(_));
                 match (&*typed.ty, no_clone) {
                     // Reborrowed by each attempt, and rewound by it.
-                    _ if rewind && is_reference => reborrow(typed, &cfgs, &mut rebinds),
+                    _ if rewind && !by_value => reborrow(typed, &cfgs, &mut rebinds),
                     // Borrowed through the closure's capture.
                     (_, true) => {}
                     (Type::Reference(_), _) => reborrow(typed, &cfgs, &mut rebinds),

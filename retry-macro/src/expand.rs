@@ -688,8 +688,7 @@ fn end(ending: TokenStream, types: &Types, settings: &Settings, names: &Names) -
 }
 
 /// The `not_ready` predicate as `|&T| -> bool`, or one that calls every value ready.
-fn not_ready_predicate(settings: &Settings, names: &Names) -> TokenStream {
-    let _ = names;
+fn not_ready_predicate(settings: &Settings) -> TokenStream {
     match &settings.not_ready {
         Some(predicate) => {
             let value = format_ident!(
@@ -771,7 +770,7 @@ fn sync_run(
     let fresh_of_tuple = fresh_of_tuple(carried, names);
     let into_result = |value: TokenStream| types.result_of(value, names.ret_span);
     let attempt_result = into_result(quote!(#attempt(#args)));
-    let not_ready = not_ready_predicate(settings, names);
+    let not_ready = not_ready_predicate(settings);
     let marker = names.local("ok_type");
     let retried = |failure: TokenStream| {
         ending_of(
@@ -912,7 +911,7 @@ fn async_run(
     let cuts = settings.policy.may_cut_attempts();
     let label = syn::Lifetime::new("'__resilience_attempt", Span::mixed_site());
     let failure = names.local("failure");
-    let not_ready = not_ready_predicate(settings, names);
+    let not_ready = not_ready_predicate(settings);
     // One attempt, as a block that evaluates to its `Failure`, or runs `on_ok` with the
     // function's value (which returns). The attempt runs to its end, or, with a timeout,
     // until its deadline: the call's (`timeout`), then the call gives up at once with

@@ -394,10 +394,7 @@ impl Attempts {
             }
             Failure::TimedOut => {
                 let wait = self.after_unready(true, now).map_err(Ending::GaveUp)?;
-                let cut_off = AttemptTimedOut {
-                    attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
-                };
-                on_retry(RetryCause::TimedOut(cut_off), failed, wait);
+                on_retry(RetryCause::TimedOut(self.cut_off()), failed, wait);
                 Ok(wait)
             }
         }
@@ -411,23 +408,19 @@ impl Attempts {
         text: impl Fn(&E) -> String,
         keep: impl FnOnce(E) -> Option<BoxError>,
     ) -> Ending<E> {
-        match failure {
-            Failure::Error(error) => self.after_last_error(error, read, text, keep),
-            // At the last attempt no clock is read: the call gives up.
-            Failure::NotReady(_) => match self.after_unready(false, Instant::now) {
-                Ok(_) => {
-                    Ending::GaveUp(self.give_up(GiveUpReason::NeverReady, String::new(), None))
-                }
-                Err(give_up) => Ending::GaveUp(give_up),
-            },
-            Failure::TimedOut => match self.after_unready(true, Instant::now) {
-                Ok(_) => Ending::GaveUp(self.give_up(
-                    GiveUpReason::AttemptsExhausted,
-                    String::new(),
-                    None,
-                )),
-                Err(give_up) => Ending::GaveUp(give_up),
-            },
+        let timed_out = match failure {
+            Failure::Error(error) => return self.after_last_error(error, read, text, keep),
+            Failure::NotReady(_) => false,
+            Failure::TimedOut => true,
+        };
+        // At the last attempt `after_failure` gives up before it reads a clock.
+        match self.after_unready(timed_out, Instant::now) {
+            Err(give_up) => Ending::GaveUp(give_up),
+            // Not reached (no retry follows the last attempt); stopping is the safe answer.
+            Ok(_) => {
+                let reason = GiveUpReason::AttemptsExhausted;
+                Ending::GaveUp(self.give_up(reason, String::new(), None))
+            }
         }
     }
 
@@ -440,6 +433,13 @@ impl Attempts {
         self.after_unready(true, now)
     }
 
+    /// What an attempt cut off at its `attempt_timeout` failed with.
+    fn cut_off(&self) -> AttemptTimedOut {
+        AttemptTimedOut {
+            attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
+        }
+    }
+
     /// A value not ready (`timed_out` false) or an attempt cut off: retryable, with no error
     /// of the function's type to show, keep or hand to `on_retry`.
     fn after_unready(
@@ -447,9 +447,7 @@ impl Attempts {
         timed_out: bool,
         now: impl FnOnce() -> Instant,
     ) -> Result<Duration, MediaProcessingError> {
-        let cut_off = AttemptTimedOut {
-            attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
-        };
+        let cut_off = self.cut_off();
         let (message, rule) = if timed_out {
             (cut_off.to_string(), Rule::KnownType)
         } else {

@@ -17,24 +17,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn build(name: &str) -> PathBuf {
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+/// `cargo`, without the variables Cargo gives a test about the package under test
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...): passed on, they would describe the wrong
+/// package to a nested build, and some build scripts (ring's) rebuild when one of them
+/// changes, which would rebuild half the dependencies on every run, and again for the next
+/// plain `cargo build`.
+pub fn cargo() -> Command {
     let mut cargo = Command::new(env!("CARGO"));
-    // Cargo gives a test the variables of the package under test (`CARGO_MANIFEST_DIR`,
-    // `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rebuild when one of them changes,
-    // so passing them on would rebuild half the dependencies on every run, and again for the
-    // next plain `cargo build`.
     for (variable, _) in std::env::vars_os() {
         let Some(variable) = variable.to_str() else {
             continue;
         };
-        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_MANIFEST_"]
             .iter()
             .any(|prefix| variable.starts_with(prefix))
             || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_MANIFEST_LINKS",
                 "CARGO_CRATE_NAME",
                 "CARGO_BIN_NAME",
                 "CARGO_PRIMARY_PACKAGE",
@@ -46,6 +43,12 @@ fn build(name: &str) -> PathBuf {
             cargo.env_remove(variable);
         }
     }
+    cargo
+}
+
+fn build(name: &str) -> PathBuf {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let mut cargo = cargo();
     let output = cargo
         .args(["build", "--example", name, "--manifest-path", manifest])
         .args(["--message-format", "json-render-diagnostics"])

@@ -62,6 +62,10 @@ classify_by_chain! {
     ureq2::Error => |e| e;
     #[cfg(feature = "rusqlite")]
     rusqlite::Error => |e| e;
+    // Its code (a known type in the chain), and the `RetryInfo`, `QuotaFailure` and pushback
+    // in its trailers.
+    #[cfg(feature = "tonic")]
+    tonic::Status => |e| e;
 }
 
 /// A `String` error has only its text: the built-in rules read it.

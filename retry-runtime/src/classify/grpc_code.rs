@@ -1,12 +1,10 @@
-//! The typed rule for gRPC statuses (feature `tonic`), and `Classify` for `tonic::Status`.
-
-use std::error::Error;
-use std::time::Duration;
+//! The typed rule for gRPC statuses (feature `tonic`); `builtin.rs` gives `tonic::Status` its
+//! `Classify`, the built-in rules over itself.
 
 use tonic::{Code, Status};
 
+use super::Verdict;
 use super::chain::links;
-use super::{Classified, Classify, Verdict};
 
 /// The gRPC codes that gRPC maps to the retryable HTTP statuses are retryable: `UNAVAILABLE`
 /// (503), `RESOURCE_EXHAUSTED` (429), `DEADLINE_EXCEEDED` (504) and `INTERNAL` (500).
@@ -51,26 +49,6 @@ pub(crate) fn by_grpc_status(status: &Status) -> Verdict {
         return Verdict::Retryable;
     }
     by_grpc_code(status.code())
-}
-
-/// A `Status` is decided by the built-in rules over itself: its code (a known type in the
-/// chain), the `RetryInfo`, `QuotaFailure` and pushback in its trailers, then its chain.
-impl Classify for Status {
-    fn classify(&self) -> Verdict {
-        super::explain(self).verdict
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        super::explain(self).retry_after
-    }
-
-    fn __resilience_own_answer(&self) -> Option<Classified> {
-        None
-    }
-
-    fn error_chain(&self) -> Option<&(dyn Error + 'static)> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]
