@@ -14,13 +14,18 @@
 
 pub mod attempts;
 pub mod backoff;
+pub mod breaker;
+pub mod budget;
 pub mod classify;
 pub mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod hint;
 pub mod http;
+pub mod keyed;
+pub mod limiter;
 pub mod log;
+mod origin;
 pub mod policy;
 pub mod redact;
 pub mod requirements;
