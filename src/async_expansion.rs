@@ -15,6 +15,9 @@ mod with_tokio {
 
     use crate::TokioTimer;
 
+    /// The timer a guarded `async fn` waits on.
+    pub type Timer = TokioTimer;
+
     /// tokio's clock, which `#[tokio::test(start_paused = true)]` controls.
     #[inline]
     pub fn now_async() -> Instant {
@@ -45,6 +48,24 @@ mod without_tokio {
     use std::time::{Duration, Instant};
 
     use retry_runtime::attempts::DeadlinePassed;
+    use retry_runtime::timer::AsyncTimer;
+
+    /// A timer that never waits, so that a guarded `async fn` still type-checks without tokio
+    /// and the one error is the missing runtime.
+    pub struct Timer;
+
+    impl AsyncTimer for Timer {
+        type Sleep = std::future::Ready<()>;
+        fn now() -> Instant {
+            Instant::now()
+        }
+        fn sleep(_: Duration) -> Self::Sleep {
+            std::future::ready(())
+        }
+        fn sleep_until(_: Instant) -> Self::Sleep {
+            std::future::ready(())
+        }
+    }
 
     pub fn now_async() -> Instant {
         Instant::now()

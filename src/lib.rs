@@ -10,8 +10,8 @@ pub use retry_runtime::grpc;
 pub use retry_runtime::{
     AttemptTimedOut, BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded,
     GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryCause, RetryError,
-    RetryPolicy, Rule, Verdict, attempts, backoff, classify, error, hint, http, log, policy,
-    redact, retry, sleep, stats, strategy, testing, timer,
+    RetryPolicy, Rule, Verdict, attempts, backoff, breaker, budget, classify, error, guards, hint,
+    http, keyed, limiter, log, policy, redact, retry, sleep, stats, strategy, testing, timer,
 };
 
 mod async_expansion;

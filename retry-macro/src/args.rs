@@ -30,6 +30,23 @@ pub struct Settings {
     pub not_ready: Option<Expr>,
     /// Where `attempt_timeout` was written: refused on a sync function.
     pub attempt_timeout_span: Option<Span>,
+    /// `breaker = GEMINI`, `limiter = PER_MODEL.key(&model)`, `budget = RETRIES`: the guards
+    /// every attempt runs under, evaluated at the start of each call.
+    pub guards: Guards,
+}
+
+/// The guards named by the attribute, as written.
+#[derive(Default)]
+pub struct Guards {
+    pub breaker: Option<Expr>,
+    pub limiter: Option<Expr>,
+    pub budget: Option<Expr>,
+}
+
+impl Guards {
+    pub fn any(&self) -> bool {
+        self.breaker.is_some() || self.limiter.is_some() || self.budget.is_some()
+    }
 }
 
 /// Where the call's policy comes from.
@@ -169,6 +186,9 @@ const ARGUMENTS: &[(&str, &str)] = &[
     ("on_retry", "on_retry = count_retry"),
     ("on_give_up", "on_give_up = alert"),
     ("not_ready", "not_ready = is_processing"),
+    ("breaker", "breaker = GEMINI_BREAKER"),
+    ("limiter", "limiter = GEMINI_RPM"),
+    ("budget", "budget = RETRY_BUDGET"),
     ("policy", "policy = &POLICY"),
     ("crate", "crate = my_facade::resilience"),
 ];
@@ -188,6 +208,11 @@ const ALIASES: &[(&str, &str)] = &[
     ("cap", "max_delay"),
     ("deadline", "timeout"),
     ("total_timeout", "timeout"),
+    ("circuit_breaker", "breaker"),
+    ("circuit", "breaker"),
+    ("rate_limit", "limiter"),
+    ("rate_limiter", "limiter"),
+    ("retry_budget", "budget"),
     ("when", "retry_if"),
     ("retry_on", "retry_if"),
     ("predicate", "retry_if"),
@@ -293,6 +318,8 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
     let mut on_give_up = None;
     let mut not_ready = None;
     let mut attempt_timeout_span = None;
+    let mut guards = Guards::default();
+    let mut max_retries_one: Option<Span> = None;
     let mut krate = None;
     let mut seen: Vec<String> = Vec::new();
     let mut first_policy_key: Option<Span> = None;
@@ -333,6 +360,9 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
                 attempt_timeout_span = Some(key.span());
             }
             let span = value.span();
+            if policy_key == Key::MaxRetries && is_int(&value, 1) {
+                max_retries_one = Some(span);
+            }
             let checked = match policy_key {
                 Key::MaxRetries => attempts(&value, errors),
                 Key::Strategy => variant(&value, "strategy", STRATEGIES, errors),
@@ -379,9 +409,18 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
                     errors,
                 )
             }
+            "breaker" => guards.breaker = guard(value, "breaker", "CircuitBreaker", errors),
+            "limiter" => guards.limiter = guard(value, "limiter", "RateLimiter", errors),
+            "budget" => guards.budget = guard(value, "budget", "RetryBudget", errors),
             "policy" => policy = Some(value),
             _ => krate = crate_path(&value, errors),
         }
+    }
+    if let (Some(span), Some(_)) = (max_retries_one, &guards.budget) {
+        errors.at(
+            span,
+            "`budget` pays for retries, and `max_retries = 1` makes none: drop `budget`, or allow a retry",
+        );
     }
     check_delays(&literal_delays, errors);
     check_strategy(&values, errors);
@@ -405,6 +444,40 @@ fn validate(entries: Vec<Entry>, errors: &mut Errors) -> Settings {
         on_give_up,
         not_ready,
         attempt_timeout_span,
+        guards,
+    }
+}
+
+/// Whether `value` is the integer literal `n`.
+fn is_int(value: &Expr, n: u64) -> bool {
+    matches!(value, Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) if int.base10_parse::<u64>().ok() == Some(n))
+}
+
+/// `breaker = GEMINI`, `limiter = PER_MODEL.key(&model)`: a place or a call that gives the
+/// guard; a leading `&` is dropped (the expansion borrows it). A literal or a closure cannot
+/// be a guard shared by calls.
+fn guard(value: Expr, key: &str, ty: &str, errors: &mut Errors) -> Option<Expr> {
+    let value = match value {
+        Expr::Reference(reference) if reference.mutability.is_none() => *reference.expr,
+        value => value,
+    };
+    match value {
+        Expr::Path(_)
+        | Expr::MethodCall(_)
+        | Expr::Call(_)
+        | Expr::Field(_)
+        | Expr::Index(_)
+        | Expr::Paren(_)
+        | Expr::Block(_) => Some(value),
+        other => {
+            errors.spanned(
+                &other,
+                format!(
+                    "`{key}` names a `{ty}` the calls share: a `static`, like `{key} = GEMINI`, or one key's of a `Keyed<{ty}>`, like `{key} = PER_MODEL.key(&model)`"
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -46,7 +46,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ReturnType, Type};
 
-use crate::args::{Given, Key, Policy, Settings, Value};
+use crate::args::{Given, Guards, Key, Policy, Settings, Value};
 use crate::bindings::{Bindings, Carried, Rewound, bindings};
 use crate::item::RetryFn;
 use crate::receiver::rename_self as rename_self_in;
@@ -82,7 +82,9 @@ pub fn expand(item: RetryFn, settings: Settings) -> TokenStream {
     let attempt = attempt_closure(
         &sig, &carried, &rebinds, &rewound, &body, &types, krate, &names,
     );
-    let run = if sig.asyncness.is_some() {
+    let run = if settings.guards.any() {
+        guarded_run(&settings, &policy, &carried, &types, &names, &sig)
+    } else if sig.asyncness.is_some() {
         async_run(&settings, &policy, &carried, &types, &names, &sig)
     } else {
         sync_run(&settings, &policy, &carried, &types, &names)
@@ -1065,6 +1067,186 @@ fn async_run(
         // The only attempt (`max_retries = 1`) takes the caller's values.
         #only
     )
+}
+
+// Input:  `breaker = GEMINI, limiter = PER_MODEL.key(&model)` and what `sync_run` takes.
+// Output: the guards, taken at the start of the call, then every attempt, the first too,
+//         inside one runtime loop (`guarded_blocking`, or `guarded_async` on tokio's timer):
+//         ```ignore
+//         let guards = Guards::new().breaker(&(GEMINI)).limiter(&(PER_MODEL.key(&model)));
+//         match guarded_blocking(POLICY, site, started, guards, (url, ()), |args| attempt(args),
+//                                fresh, read, text, keep, on_retry, not_ready) {
+//             Ok(value) => Ok(value),
+//             Err(ending) => end(ending),
+//         }
+//         ```
+fn guarded_run(
+    settings: &Settings,
+    policy: &PolicyRef,
+    carried: &[Carried],
+    types: &Types,
+    names: &Names,
+    sig: &syn::Signature,
+) -> TokenStream {
+    let krate = &settings.krate;
+    let rt = quote!(#krate::__private);
+    let PolicyRef {
+        checked: policy, ..
+    } = policy;
+    let [attempt, args, outcome, guards] =
+        ["attempt", "args", "outcome", "guards"].map(|name| names.local(name));
+    let Rules {
+        read,
+        text,
+        keep,
+        on_retry,
+    } = rules(settings, types, names);
+    let site = site(krate, names);
+    let moved = moved_arguments(carried);
+    let fresh_of_tuple = fresh_of_tuple(carried, names);
+    let not_ready = not_ready_predicate(settings);
+    let taken = guards_taken(&settings.guards);
+    let result = types.result_of(quote!(#outcome), names.ret_span);
+    let Some(asyncness) = &sig.asyncness else {
+        let (prelude, started) = started(settings, policy, quote!(#rt::now_current), names);
+        let attempt_result = types.result_of(quote!(#attempt(#args)), names.ret_span);
+        let ending = ending_of(
+            quote!(#rt::guarded_blocking(
+                #policy,
+                #site,
+                #started,
+                #guards,
+                #moved,
+                |#args| #attempt_result,
+                #fresh_of_tuple,
+                #read,
+                #text,
+                #keep,
+                #on_retry,
+                #not_ready,
+            )),
+            types,
+            settings,
+            names,
+        );
+        return quote!(
+            #prelude
+            // Taken once per call, before its first attempt: a keyed guard's key is looked up
+            // once, and every attempt of the call shares what it found.
+            let #guards = #rt::Guards::new() #taken;
+            #ending
+        );
+    };
+    // An `async fn` drives the steps itself, in its own body: an attempt closure handed to a
+    // generic async loop would make the function's future `Send` for no caller whose
+    // arguments are references (rustc cannot prove it for every lifetime).
+    let (prelude, started) = started(settings, policy, quote!(#rt::now_async), names);
+    let krate_at_async = respanned(krate, asyncness.span);
+    let [
+        call,
+        wait,
+        last,
+        given,
+        deadline,
+        passed,
+        failure,
+        ending,
+        value,
+        give_up,
+    ] = [
+        "call", "wait", "last", "given", "deadline", "passed", "failure", "ending", "value",
+        "give_up",
+    ]
+    .map(|name| names.local(name));
+    let end_with = |ending_expr: TokenStream| {
+        let end = end(quote!(#ending), types, settings, names);
+        quote!({
+            let #ending = #ending_expr;
+            return #end;
+        })
+    };
+    let refused = end_with(quote!(#rt::Ending::GaveUp(#give_up)));
+    let ran_out = end_with(quote!(#rt::Ending::GaveUp(#call.ran_out())));
+    let cut_off = end_with(quote!(#rt::Ending::GaveUp(
+        #call.deadline_passed(#passed, #rt::now_async)
+    )));
+    let after_last =
+        end_with(quote!(#call.after_last(#failure, #read, #text, #keep, #rt::now_async)));
+    let after = end(quote!(#ending), types, settings, names);
+    let ok = types.returned(quote!(::core::result::Result::Ok(#value)), names.ret_span);
+    quote!(
+        <#krate_at_async::requirements::Tokio as #krate_at_async::requirements::AsyncRuntime>::available();
+        #prelude
+        // Taken once per call, before its first attempt: a keyed guard's key is looked up
+        // once, and every attempt of the call shares what it found.
+        let mut #call = #rt::GuardedCall::start(
+            #policy,
+            #site,
+            #started,
+            #rt::Guards::new() #taken,
+            #rt::now_async,
+        );
+        let mut #args = ::core::option::Option::Some(#moved);
+        loop {
+            match #call.admit(#rt::now_async()) {
+                ::core::result::Result::Ok(#wait) if #wait.is_zero() => {}
+                ::core::result::Result::Ok(#wait) => #rt::sleep_async(#wait).await,
+                ::core::result::Result::Err(#give_up) => #refused,
+            }
+            let #last = #call.is_last();
+            let #given = match #rt::arguments(&mut #args, #last, #fresh_of_tuple) {
+                ::core::option::Option::Some(#given) => #given,
+                ::core::option::Option::None => #ran_out,
+            };
+            let #deadline = #call.deadline();
+            let #failure = match #rt::until_deadline(
+                #rt::attempt_deadline(#policy, #deadline, #rt::now_async),
+                #attempt(#given),
+            )
+            .await
+            {
+                ::core::result::Result::Ok(#outcome) => {
+                    match #rt::failure_of(#result, #not_ready) {
+                        ::core::result::Result::Ok(#value) => {
+                            #call.succeeded(#rt::now_async);
+                            return #ok;
+                        }
+                        ::core::result::Result::Err(#failure) => #failure,
+                    }
+                }
+                ::core::result::Result::Err(#passed)
+                    if #rt::ends_the_call(#policy, #deadline, #rt::now_async) =>
+                {
+                    #cut_off
+                }
+                ::core::result::Result::Err(_) => #rt::Failure::TimedOut,
+            };
+            if #last {
+                #after_last
+            }
+            match #call.after(#failure, #read, #text, #keep, #on_retry, #rt::now_async) {
+                ::core::result::Result::Ok(#wait) => #rt::sleep_async(#wait).await,
+                ::core::result::Result::Err(#ending) => return #after,
+            }
+        }
+    )
+}
+
+/// `.breaker(&(EXPR))..` for each guard named, each spanned at its expression, where an
+/// error about its type belongs.
+fn guards_taken(guards: &Guards) -> TokenStream {
+    let mut taken = TokenStream::new();
+    for (setter, expr) in [
+        ("breaker", &guards.breaker),
+        ("limiter", &guards.limiter),
+        ("budget", &guards.budget),
+    ] {
+        if let Some(expr) = expr {
+            let setter = syn::Ident::new(setter, expr.span());
+            taken.extend(quote_spanned!(expr.span()=> .#setter(&(#expr))));
+        }
+    }
+    taken
 }
 
 /// `E` in a return type written `Result<T, E>` (`std::result::Result<T, E>`, or an alias

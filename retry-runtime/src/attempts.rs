@@ -10,11 +10,13 @@ use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
 use crate::backoff::BackoffState;
+use crate::budget::RetryBudget;
 use crate::classify::chain::redacted;
 use crate::classify::{Classified, Rule, Verdict};
 use crate::error::{
     AttemptTimedOut, BoxError, DeadlineExceeded, GiveUpReason, MediaProcessingError,
 };
+use crate::keyed::Shared;
 use crate::log::{Event, Site};
 use crate::policy::RetryPolicy;
 
@@ -221,6 +223,11 @@ pub struct Attempts {
     no_waits: bool,
     /// The previous backoff wait, which decorrelated jitter grows from.
     backoff: BackoffState,
+    /// The retry budget every retry is paid from, when the call has one.
+    budget: Option<Shared<RetryBudget>>,
+    /// The failure being decided on is an attempt cut off at its `attempt_timeout` (a
+    /// budget's retry after a timeout may cost more).
+    deciding_cut_off: bool,
 }
 
 impl Attempts {
@@ -240,7 +247,22 @@ impl Attempts {
             deadline: deadline(policy, started),
             retry_after: None,
             waited: Duration::ZERO,
+            budget: None,
+            deciding_cut_off: false,
         }
+    }
+
+    /// The same state, paying every retry from `budget` (the README's "Retry budget").
+    #[must_use]
+    pub fn with_budget(mut self, budget: Option<Shared<RetryBudget>>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The number of attempts made so far: the one about to run is not counted.
+    #[inline]
+    pub fn made(&self) -> u32 {
+        self.attempt.saturating_sub(1)
     }
 
     /// The number of the attempt that failed, or that is about to run after a wait.
@@ -285,6 +307,7 @@ impl Attempts {
         error: &dyn Display,
         now: impl FnOnce() -> Instant,
     ) -> Next {
+        let mut now = ReadOnce::new(now);
         let max_retries = self.max_retries;
         self.retry_after = classified.retry_after;
         if !classified.is_retryable() {
@@ -315,10 +338,22 @@ impl Attempts {
             wait = Duration::ZERO;
         }
         if let (Some(deadline), Some(timeout)) = (self.deadline, self.policy.timeout()) {
-            let wakes_in_time = now().checked_add(wait).is_some_and(|wake| wake <= deadline);
+            let wakes_in_time = now
+                .get()
+                .checked_add(wait)
+                .is_some_and(|wake| wake <= deadline);
             if !wakes_in_time {
                 return self.stop(error, GiveUpReason::WaitPastDeadline { wait, timeout });
             }
+        }
+        // Paid last: a retry the other rules refuse costs the budget nothing.
+        if let Some(budget) = &self.budget
+            && !budget.try_withdraw(now.get(), self.deciding_cut_off)
+        {
+            let reason = GiveUpReason::BudgetExhausted {
+                budget: budget.name(),
+            };
+            return self.stop(error, reason);
         }
         self.site.emit(Event::Retrying {
             attempt: self.attempt,
@@ -448,6 +483,7 @@ impl Attempts {
         now: impl FnOnce() -> Instant,
     ) -> Result<Duration, MediaProcessingError> {
         let cut_off = self.cut_off();
+        self.deciding_cut_off = timed_out;
         let (message, rule) = if timed_out {
             (cut_off.to_string(), Rule::KnownType)
         } else {
@@ -466,7 +502,9 @@ impl Attempts {
             };
             attempts.give_up(reason, message.clone(), last)
         };
-        match self.after_failure(classified, &message, now) {
+        let next = self.after_failure(classified, &message, now);
+        self.deciding_cut_off = false;
+        match next {
             Next::Retry(wait) => Ok(wait),
             Next::GiveUp(reason) => Err(give_up(self, reason)),
             // A retryable failure is never returned as it is; giving up is the safe answer.
@@ -491,6 +529,35 @@ impl Attempts {
                 Ending::GaveUp(self.give_up(reason, String::new(), None))
             }
         }
+    }
+
+    /// The error to return when a guard refused the attempt about to run (an open circuit, a
+    /// permit past the deadline): no attempt is made, and `refusal` is the last error. Logs
+    /// the give-up.
+    #[cold]
+    #[inline(never)]
+    pub fn refused(
+        &self,
+        reason: GiveUpReason,
+        refusal: impl std::error::Error + Send + Sync + 'static,
+    ) -> MediaProcessingError {
+        let message = refusal.to_string();
+        self.site.emit(Event::GaveUp {
+            attempt: self.made(),
+            max_retries: self.max_retries,
+            error: &message,
+            reason,
+        });
+        MediaProcessingError::new(self.made(), reason, message, Some(Box::new(refusal)))
+            .with_retry_after(self.retry_after)
+            .with_waited(self.waited)
+    }
+
+    /// The give-up for a loop that found no attempt left to run: not reached (the last
+    /// attempt always ends the call), and stopping is the safe answer if it were.
+    #[cold]
+    pub fn ran_out(&self) -> MediaProcessingError {
+        self.give_up(GiveUpReason::AttemptsExhausted, String::new(), None)
     }
 
     fn stop(&self, error: &dyn Display, reason: GiveUpReason) -> Next {
@@ -530,6 +597,31 @@ impl Attempts {
         // The running attempt had no answer, so no hint of its own.
         MediaProcessingError::new(self.attempt, reason, message, Some(Box::new(last)))
             .with_waited(self.waited)
+    }
+}
+
+/// A clock read at most once, when first asked: a decision reads it only for a `timeout` or
+/// a budget.
+struct ReadOnce<F> {
+    read: Option<F>,
+    at: Option<Instant>,
+}
+
+impl<F: FnOnce() -> Instant> ReadOnce<F> {
+    fn new(read: F) -> Self {
+        Self {
+            read: Some(read),
+            at: None,
+        }
+    }
+
+    fn get(&mut self) -> Instant {
+        if let Some(at) = self.at {
+            return at;
+        }
+        let at = self.read.take().map_or_else(Instant::now, |read| read());
+        self.at = Some(at);
+        at
     }
 }
 

@@ -41,6 +41,28 @@ pub enum GiveUpReason {
         /// The parameter's name.
         argument: &'static str,
     },
+    /// The circuit breaker refused the attempt: the service has been failing, and no attempt
+    /// is made until the breaker lets a probe through (the README's "Circuit breaker").
+    CircuitOpen {
+        /// The breaker's name.
+        breaker: &'static str,
+        /// When the breaker lets the next probe through; `None` while it is held open by hand.
+        retry_in: Option<Duration>,
+    },
+    /// The rate limiter's next permit would come after the call's `timeout` (the README's
+    /// "Rate limiter").
+    RateLimited {
+        /// The limiter's name.
+        limiter: &'static str,
+        /// How long the attempt would have waited for its permit.
+        wait: Duration,
+    },
+    /// The retry budget shared with other calls was spent: the failure was retryable, but
+    /// retrying it would have added to a retry storm (the README's "Retry budget").
+    BudgetExhausted {
+        /// The budget's name.
+        budget: &'static str,
+    },
     /// The server asked for a longer wait than the policy's `max_hint` allows.
     HintAboveCap {
         /// What the server asked for.
@@ -69,6 +91,26 @@ impl fmt::Display for GiveUpReason {
                     f,
                     "`{argument}` could not be rewound to where the call started"
                 )
+            }
+            GiveUpReason::CircuitOpen {
+                breaker,
+                retry_in: Some(retry_in),
+            } => write!(
+                f,
+                "circuit `{breaker}` is open, next probe in {:.1}s",
+                retry_in.as_secs_f64()
+            ),
+            GiveUpReason::CircuitOpen {
+                breaker,
+                retry_in: None,
+            } => write!(f, "circuit `{breaker}` is held open"),
+            GiveUpReason::RateLimited { limiter, wait } => write!(
+                f,
+                "rate limit `{limiter}` would have made the attempt wait {:.1}s, past the timeout",
+                wait.as_secs_f64()
+            ),
+            GiveUpReason::BudgetExhausted { budget } => {
+                write!(f, "retry budget `{budget}` is spent")
             }
             GiveUpReason::HintAboveCap {
                 retry_after,

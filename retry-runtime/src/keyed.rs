@@ -1,9 +1,350 @@
 //! Guards held per key (one limit per model, per tenant), and [`Shared`], how a retried call
-//! holds a guard: a `static`'s, or one key's of a [`Keyed`].
+//! holds a guard: a `static`'s, or one key's of a [`Keyed`] (the README's "Per key").
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::origin::{duration_nanos, nanos};
 
 /// A guard that a [`Keyed`] can hold per key: `fresh` makes one with the same settings and a
 /// state of its own, as if nothing had happened yet.
 pub trait KeyedGuard: Send + Sync + 'static {
     /// The same settings, a new state.
     fn fresh(&self) -> Self;
+}
+
+/// A guard as a retried call holds it: a `static` one, or one key's of a [`Keyed`] (which
+/// the `Keyed` may drop once it is idle; the call's copy lives on until the call ends).
+pub struct Shared<G: 'static>(Holder<G>);
+
+enum Holder<G: 'static> {
+    Static(&'static G),
+    Keyed(Arc<G>),
+}
+
+impl<G> Shared<G> {
+    /// A `static` guard.
+    pub const fn of(guard: &'static G) -> Self {
+        Shared(Holder::Static(guard))
+    }
+}
+
+impl<G> Deref for Shared<G> {
+    type Target = G;
+
+    #[inline]
+    fn deref(&self) -> &G {
+        match &self.0 {
+            Holder::Static(guard) => guard,
+            Holder::Keyed(guard) => guard,
+        }
+    }
+}
+
+impl<G> Clone for Shared<G> {
+    fn clone(&self) -> Self {
+        Shared(match &self.0 {
+            Holder::Static(guard) => Holder::Static(guard),
+            Holder::Keyed(guard) => Holder::Keyed(Arc::clone(guard)),
+        })
+    }
+}
+
+impl<G: fmt::Debug> fmt::Debug for Shared<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<G> From<&'static G> for Shared<G> {
+    fn from(guard: &'static G) -> Self {
+        Shared::of(guard)
+    }
+}
+
+/// What `breaker = ..`, `limiter = ..` and `budget = ..` may name: a `static` guard, or a
+/// keyed guard's `.key(..)`.
+#[diagnostic::on_unimplemented(
+    message = "this is not a `{G}` a retried call can share",
+    label = "expected a `static` `{G}`, or `.key(..)` of a `Keyed<{G}>`",
+    note = "define the guard once, as `static NAME: {G} = ..;`, and name it: the calls share its state"
+)]
+pub trait GuardSource<G> {
+    /// The guard, as the call holds it.
+    fn shared(self) -> Shared<G>;
+}
+
+impl<G> GuardSource<G> for &'static G {
+    #[inline]
+    fn shared(self) -> Shared<G> {
+        Shared::of(self)
+    }
+}
+
+impl<G> GuardSource<G> for &Shared<G> {
+    #[inline]
+    fn shared(self) -> Shared<G> {
+        self.clone()
+    }
+}
+
+impl<G> GuardSource<G> for Shared<G> {
+    #[inline]
+    fn shared(self) -> Shared<G> {
+        self
+    }
+}
+
+/// At most this many keys by default: enough for every model or tenant of an application,
+/// bounded so that keys taken from requests cannot grow the map without end.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+
+/// A key unused this long is dropped by default (its state starts fresh if it comes back).
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
+
+/// One guard per key, each with the settings of `template` and a state of its own: a limit
+/// per model, a breaker per host, a budget per tenant. Bounded in memory: at most
+/// [`max_keys`](Self::max_keys) keys, idle keys dropped after
+/// [`idle_after`](Self::idle_after), and the least recently used dropped first when full.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience::keyed::Keyed;
+/// use resilience::limiter::RateLimiter;
+///
+/// // 60 requests a minute for each model.
+/// static PER_MODEL: Keyed<RateLimiter> = Keyed::new(RateLimiter::per_minute("gemini", 60));
+///
+/// let flash = PER_MODEL.key("gemini-2.5-flash");
+/// let pro = PER_MODEL.key("gemini-2.5-pro");
+/// assert_eq!(PER_MODEL.len(), 2);
+/// # let _ = (flash, pro);
+/// ```
+pub struct Keyed<G: 'static, K = String> {
+    template: G,
+    max_keys: usize,
+    idle_after: u64,
+    entries: Mutex<Option<Entries<G, K>>>,
+}
+
+struct Entries<G: 'static, K> {
+    map: HashMap<K, Entry<G>>,
+    /// When idle keys were last looked for (nanoseconds since the origin).
+    swept: u64,
+}
+
+struct Entry<G> {
+    guard: Arc<G>,
+    last_used: u64,
+}
+
+impl<G: KeyedGuard, K> Keyed<G, K> {
+    /// One guard per key, made from `template` when the key is first seen;
+    /// [`DEFAULT_MAX_KEYS`] keys at most, idle ones dropped after [`DEFAULT_IDLE_AFTER`].
+    pub const fn new(template: G) -> Self {
+        Self {
+            template,
+            max_keys: DEFAULT_MAX_KEYS,
+            idle_after: duration_nanos(DEFAULT_IDLE_AFTER),
+            entries: Mutex::new(None),
+        }
+    }
+
+    /// At most `keys` keys (at least 1): a new key beyond them drops the least recently used.
+    #[must_use]
+    pub const fn max_keys(mut self, keys: usize) -> Self {
+        self.max_keys = if keys == 0 { 1 } else { keys };
+        self
+    }
+
+    /// A key unused for `idle` is dropped.
+    #[must_use]
+    pub const fn idle_after(mut self, idle: Duration) -> Self {
+        self.idle_after = duration_nanos(idle);
+        self
+    }
+
+    /// The settings every key's guard starts from.
+    pub const fn template(&self) -> &G {
+        &self.template
+    }
+}
+
+impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
+    /// The guard of `key`, made when the key is new.
+    pub fn key<Q>(&self, key: &Q) -> Shared<G>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.key_at(key, Instant::now())
+    }
+
+    /// [`key`](Self::key) at the time `now` (which idleness is measured on).
+    pub fn key_at<Q>(&self, key: &Q, now: Instant) -> Shared<G>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = nanos(now);
+        // A panic elsewhere while the map was held leaves it whole: every change below is one
+        // map operation.
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = entries.get_or_insert_with(|| Entries {
+            map: HashMap::new(),
+            swept: now,
+        });
+        if let Some(entry) = entries.map.get_mut(key) {
+            entry.last_used = now;
+            return Shared(Holder::Keyed(Arc::clone(&entry.guard)));
+        }
+        // A new key: the map may grow, so drop what is idle first (at most once per idle
+        // period, so that a stream of new keys does not rescan every time), then the least
+        // recently used while full.
+        if now.saturating_sub(entries.swept) >= self.idle_after
+            || entries.map.len() >= self.max_keys
+        {
+            let idle_after = self.idle_after;
+            entries
+                .map
+                .retain(|_, entry| now.saturating_sub(entry.last_used) < idle_after);
+            entries.swept = now;
+        }
+        while entries.map.len() >= self.max_keys {
+            let Some(oldest) = entries
+                .map
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(key, _)| key as *const K)
+            else {
+                break;
+            };
+            // Found by pointer identity above; looked up again by value to remove it.
+            entries.map.retain(|key, _| !std::ptr::eq(key, oldest));
+        }
+        let guard = Arc::new(self.template.fresh());
+        entries.map.insert(
+            key.to_owned(),
+            Entry {
+                guard: Arc::clone(&guard),
+                last_used: now,
+            },
+        );
+        Shared(Holder::Keyed(guard))
+    }
+
+    /// How many keys are held now.
+    pub fn len(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.as_ref().map_or(0, |entries| entries.map.len())
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<G: fmt::Debug, K> fmt::Debug for Keyed<G, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("template", &self.template)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A guard whose state is a counter.
+    #[derive(Debug, Default)]
+    struct Counter(AtomicU32);
+
+    impl Counter {
+        fn bump(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn count(&self) -> u32 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    impl KeyedGuard for Counter {
+        fn fresh(&self) -> Self {
+            Counter::default()
+        }
+    }
+
+    fn keyed(max: usize, idle: Duration) -> Keyed<Counter> {
+        Keyed::new(Counter::default())
+            .max_keys(max)
+            .idle_after(idle)
+    }
+
+    #[test]
+    fn each_key_has_its_own_state_and_keeps_it() {
+        let keyed = keyed(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        keyed.key_at("a", t0).bump();
+        keyed.key_at("a", t0).bump();
+        keyed.key_at("b", t0).bump();
+        assert_eq!(keyed.key_at("a", t0).count(), 2);
+        assert_eq!(keyed.key_at("b", t0).count(), 1);
+        assert_eq!(keyed.len(), 2);
+    }
+
+    #[test]
+    fn idle_keys_are_dropped_and_come_back_fresh() {
+        let keyed = keyed(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        keyed.key_at("a", t0).bump();
+        keyed.key_at("b", t0 + Duration::from_secs(50));
+        // At 70 s `a` has been idle 70 s, `b` 20 s: a new key sweeps `a` out.
+        keyed.key_at("c", t0 + Duration::from_secs(70));
+        assert_eq!(keyed.len(), 2);
+        assert_eq!(keyed.key_at("a", t0 + Duration::from_secs(71)).count(), 0);
+    }
+
+    #[test]
+    fn a_full_map_drops_the_least_recently_used() {
+        let keyed = keyed(2, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        keyed.key_at("a", t0);
+        keyed.key_at("b", t0 + Duration::from_secs(1));
+        keyed.key_at("a", t0 + Duration::from_secs(2)); // `a` used again: `b` is the oldest
+        keyed.key_at("c", t0 + Duration::from_secs(3));
+        assert_eq!(keyed.len(), 2);
+        let entries = keyed.entries.lock().unwrap();
+        let map = &entries.as_ref().unwrap().map;
+        assert!(map.contains_key("a") && map.contains_key("c"));
+    }
+
+    #[test]
+    fn a_dropped_key_lives_on_for_the_call_that_holds_it() {
+        let keyed = keyed(1, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let held = keyed.key_at("a", t0);
+        held.bump();
+        keyed.key_at("b", t0);
+        assert_eq!(held.count(), 1);
+        assert_eq!(keyed.len(), 1);
+    }
+
+    #[test]
+    fn a_static_keyed_guard_needs_no_runtime_construction() {
+        static KEYED: Keyed<Counter, u64> = Keyed::new(Counter(AtomicU32::new(7))).max_keys(0);
+        assert_eq!(KEYED.template().count(), 7);
+        assert_eq!(KEYED.key(&1).count(), 0);
+        KEYED.key(&2);
+        assert_eq!(KEYED.len(), 1, "max_keys(0) means one");
+    }
 }

@@ -20,6 +20,7 @@ pub mod classify;
 pub mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+pub mod guards;
 pub mod hint;
 pub mod http;
 pub mod keyed;

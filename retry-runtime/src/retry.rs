@@ -11,11 +11,14 @@ use std::error::Error;
 use std::fmt::{self, Display};
 use std::time::{Duration, Instant};
 
-use crate::attempts::{Attempts, Next, Shown, started};
+use std::marker::PhantomData;
+
+use crate::attempts::{Attempts, Ending, Next, RetryCause, Shown, started};
 use crate::classify::chain::{redacted, text_of};
 use crate::classify::order::{Seen, decide_lazily};
 use crate::classify::{Classified, Classify, Rule};
 use crate::error::{BoxError, MediaProcessingError};
+use crate::guards::{Guards, guarded_blocking};
 use crate::log::Site;
 use crate::policy::RetryPolicy;
 use crate::requirements::PredicateAnswer as IntoVerdict;
@@ -209,6 +212,62 @@ impl<W, N> Settings<W, N> {
 }
 
 /// The error itself, boxed to be kept in the give-up error, where a caller can downcast it.
+/// What the guarded loop needs of the closure API's settings.
+struct GuardedRules<'s, E, W, N> {
+    policy: RetryPolicy,
+    site: Site,
+    guards: Guards,
+    when: &'s W,
+    notify: &'s mut N,
+    error: PhantomData<fn(&E)>,
+}
+
+impl<'s, E, W, N> GuardedRules<'s, E, W, N> {
+    fn of(settings: &'s mut Settings<W, N>, guards: Guards) -> Self {
+        GuardedRules {
+            policy: settings.policy,
+            site: Site::closure(settings.name),
+            guards,
+            when: &settings.when,
+            notify: &mut settings.notify,
+            error: PhantomData,
+        }
+    }
+}
+
+/// The loop's ending as the closure API's result.
+fn retry_error<E>(ending: Ending<E>) -> RetryError<E> {
+    match ending {
+        Ending::NotRetryable(error) => RetryError::NotRetryable(error),
+        Ending::GaveUp(give_up) => RetryError::GaveUp(give_up),
+    }
+}
+
+impl<E: Classify + Display + Into<BoxError>, W: Decide<E>, N: Notify<E>> GuardedRules<'_, E, W, N> {
+    fn read(when: &W) -> impl Fn(&E) -> Classified + '_ {
+        move |error| {
+            let seen = Seen::classify(error, None);
+            when.decide(error, || decide_lazily(seen, || text_of(error, seen.chain)))
+        }
+    }
+
+    fn text(error: &E) -> String {
+        text_of(error, Seen::classify(error, None).chain)
+    }
+
+    fn keep(error: E) -> Option<BoxError> {
+        Some(keep(error))
+    }
+
+    fn on_retry<T>(notify: &mut N) -> impl FnMut(RetryCause<'_, E, T>, u32, Duration) + '_ {
+        move |cause, _, wait| {
+            if let Some(error) = cause.error() {
+                notify.notify(error, wait);
+            }
+        }
+    }
+}
+
 fn keep<E: Classify + Into<BoxError>>(error: E) -> BoxError {
     match error.__resilience_into_last_error() {
         Ok(kept) => kept,
@@ -260,6 +319,56 @@ pub struct BlockingRetry<F, W = BuiltinRules, N = Silent> {
     settings: Settings<W, N>,
 }
 
+/// [`BlockingRetry`] under guards: made by [`BlockingRetry::guards`], run by
+/// [`call`](Self::call).
+#[derive(Debug)]
+#[must_use = "nothing runs until `call`"]
+pub struct GuardedBlockingRetry<F, W = BuiltinRules, N = Silent> {
+    retry: BlockingRetry<F, W, N>,
+    guards: Guards,
+}
+
+impl<F, W, N> GuardedBlockingRetry<F, W, N> {
+    /// Runs the call: every attempt passes the guards (the README's "Guards together").
+    pub fn call<T, E>(self) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Result<T, E>,
+        E: Classify + Display + Into<BoxError>,
+        W: Decide<E>,
+        N: Notify<E>,
+    {
+        let GuardedBlockingRetry { retry, guards } = self;
+        let BlockingRetry {
+            mut op,
+            mut settings,
+        } = retry;
+        let started = started(&settings.policy, now_current);
+        let GuardedRules {
+            policy,
+            site,
+            guards,
+            when,
+            notify,
+            ..
+        } = GuardedRules::<E, W, N>::of(&mut settings, guards);
+        guarded_blocking(
+            &policy,
+            site,
+            started,
+            guards,
+            (),
+            |()| op(),
+            |()| (),
+            GuardedRules::<E, W, N>::read(when),
+            GuardedRules::<E, W, N>::text,
+            GuardedRules::<E, W, N>::keep,
+            GuardedRules::<E, W, N>::on_retry(notify),
+            |_: &T| false,
+        )
+        .map_err(retry_error)
+    }
+}
+
 impl<F, W, N> BlockingRetry<F, W, N> {
     /// The name the log events carry in their `function` field (default `closure`).
     pub fn named(mut self, name: &'static str) -> Self {
@@ -291,6 +400,30 @@ impl<F, W, N> BlockingRetry<F, W, N> {
         BlockingRetry {
             op: self.op,
             settings: self.settings.notify(hook),
+        }
+    }
+
+    /// The same call under `guards`: a circuit breaker, a rate limiter, a retry budget.
+    ///
+    /// ```
+    /// use std::io;
+    /// use resilience::{BlockingRetryable, RetryPolicy};
+    /// use resilience::breaker::CircuitBreaker;
+    /// use resilience::guards::Guards;
+    ///
+    /// static DISK: CircuitBreaker = CircuitBreaker::new("disk");
+    /// static POLICY: RetryPolicy = RetryPolicy::new();
+    ///
+    /// let read = (|| std::fs::read_to_string("Cargo.toml"))
+    ///     .retry(&POLICY)
+    ///     .guards(Guards::new().breaker(&DISK))
+    ///     .call();
+    /// assert!(read.is_ok());
+    /// ```
+    pub fn guards(self, guards: Guards) -> GuardedBlockingRetry<F, W, N> {
+        GuardedBlockingRetry {
+            retry: self,
+            guards,
         }
     }
 
@@ -341,12 +474,16 @@ mod with_timer {
 
     use std::time::Duration;
 
-    use super::{BuiltinRules, Decide, Notify, OnRetry, RetryError, Settings, Silent, When};
+    use super::{
+        BuiltinRules, Decide, GuardedRules, Notify, OnRetry, RetryError, Settings, Silent, When,
+        retry_error,
+    };
     use crate::attempts::{
         Attempts, DeadlinePassed, attempt_deadline, deadline, ends_the_call, started,
     };
     use crate::classify::Classify;
     use crate::error::BoxError;
+    use crate::guards::{Guards, guarded_async};
     use crate::log::Site;
     use crate::policy::RetryPolicy;
     use crate::requirements::PredicateAnswer as IntoVerdict;
@@ -440,6 +577,49 @@ mod with_timer {
                 attempts: self.attempts,
                 state: self.state,
                 timer: PhantomData,
+            }
+        }
+    }
+
+    impl<F, Fut, T: AsyncTimer, W, N> Retrying<F, Fut, T, W, N> {
+        /// The same call under `guards` (a circuit breaker, a rate limiter, a retry budget):
+        /// every attempt passes them (the README's "Guards together"); `.await` the result.
+        pub fn guards<O, E>(self, guards: Guards) -> impl Future<Output = Result<O, RetryError<E>>>
+        where
+            F: FnMut() -> Fut,
+            Fut: Future<Output = Result<O, E>>,
+            E: Classify + Display + Into<BoxError>,
+            W: Decide<E>,
+            N: Notify<E>,
+        {
+            let Retrying {
+                mut op,
+                mut settings,
+                ..
+            } = self;
+            async move {
+                let started = started(&settings.policy, T::now);
+                let GuardedRules {
+                    policy,
+                    site,
+                    guards,
+                    when,
+                    notify,
+                    ..
+                } = GuardedRules::<E, W, N>::of(&mut settings, guards);
+                guarded_async::<T, _, _, _>(
+                    &policy,
+                    site,
+                    started,
+                    guards,
+                    &mut op,
+                    GuardedRules::<E, W, N>::read(when),
+                    GuardedRules::<E, W, N>::text,
+                    GuardedRules::<E, W, N>::keep,
+                    GuardedRules::<E, W, N>::on_retry(notify),
+                )
+                .await
+                .map_err(retry_error)
             }
         }
     }

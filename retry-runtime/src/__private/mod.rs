@@ -30,6 +30,7 @@ pub use crate::classify::order::Seen;
 pub use crate::classify::{Classified, Rule, Verdict};
 pub use crate::emit_event;
 pub use crate::error::MediaProcessingError;
+pub use crate::guards::{GuardedCall, Guards, arguments, failure_of, guarded_blocking};
 pub use crate::log::{Event, Site};
 pub use crate::policy::RetryPolicy;
 pub use crate::sleep::{now_current, sleep_current};

@@ -1,0 +1,475 @@
+//! The guards of one retried call, composed in one order (the README's "Guards together"):
+//! the budget, then the deadline, then the retry loop; around each attempt the breaker, the
+//! limiter, the attempt timeout and the body.
+//!
+//! A call with guards runs every attempt, the first too, through a [`GuardedCall`]: the
+//! steps of its loop, which [`guarded_blocking`] drives for a blocking call, and the
+//! attribute's expansion (or [`guarded_async`], for the closure API) for an async one. Its
+//! success path is the plain call plus each guard's own check. A call without guards never
+//! comes here.
+
+use std::time::{Duration, Instant};
+
+use crate::attempts::{
+    Attempts, DeadlinePassed, Ending, Failure, RetryCause, attempt_deadline, ends_the_call,
+};
+use crate::breaker::{CircuitBreaker, Outcome, Permit};
+use crate::budget::RetryBudget;
+use crate::classify::Classified;
+use crate::error::{BoxError, GiveUpReason, MediaProcessingError};
+use crate::keyed::{GuardSource, Shared};
+use crate::limiter::RateLimiter;
+use crate::log::Site;
+use crate::policy::RetryPolicy;
+use crate::timer::{AsyncTimer, until_deadline};
+
+/// The guards a retried call runs under: a circuit breaker, a rate limiter and a retry budget,
+/// each optional and each shared with every call that names the same one.
+///
+/// ```
+/// use std::time::Duration;
+/// use resilience::breaker::CircuitBreaker;
+/// use resilience::guards::Guards;
+/// use resilience::limiter::RateLimiter;
+///
+/// static GEMINI: CircuitBreaker = CircuitBreaker::new("gemini");
+/// static GEMINI_RPM: RateLimiter = RateLimiter::per_minute("gemini", 60);
+///
+/// let guards = Guards::new().breaker(&GEMINI).limiter(&GEMINI_RPM);
+/// assert!(guards.has_breaker() && !guards.has_budget());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    breaker: Option<Shared<CircuitBreaker>>,
+    limiter: Option<Shared<RateLimiter>>,
+    budget: Option<Shared<RetryBudget>>,
+}
+
+impl Guards {
+    /// No guards.
+    pub const fn new() -> Self {
+        Self {
+            breaker: None,
+            limiter: None,
+            budget: None,
+        }
+    }
+
+    /// Each attempt asks `breaker` first; an open circuit ends the call at once.
+    #[must_use]
+    pub fn breaker(mut self, breaker: impl GuardSource<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker.shared());
+        self
+    }
+
+    /// Each attempt waits for a permit of `limiter`; a server's hint pauses it for every call.
+    #[must_use]
+    pub fn limiter(mut self, limiter: impl GuardSource<RateLimiter>) -> Self {
+        self.limiter = Some(limiter.shared());
+        self
+    }
+
+    /// Each retry is paid from `budget`; a spent budget ends the call at once.
+    #[must_use]
+    pub fn budget(mut self, budget: impl GuardSource<RetryBudget>) -> Self {
+        self.budget = Some(budget.shared());
+        self
+    }
+
+    /// Whether there is a breaker.
+    pub fn has_breaker(&self) -> bool {
+        self.breaker.is_some()
+    }
+
+    /// Whether there is a limiter.
+    pub fn has_limiter(&self) -> bool {
+        self.limiter.is_some()
+    }
+
+    /// Whether there is a budget.
+    pub fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// A call starts: the budget counts it. Returns the retry state, which pays each retry
+    /// from the budget.
+    fn start(&self, attempts: Attempts, now: impl FnOnce() -> Instant) -> Attempts {
+        if let Some(budget) = &self.budget {
+            budget.deposit(now());
+        }
+        attempts.with_budget(self.budget.clone())
+    }
+
+    /// Lets the attempt about to run through the breaker, then the limiter: the permit and the
+    /// wait for it, or the give-up when one refuses.
+    fn admit(&self, attempts: &Attempts, now: Instant) -> Result<Admitted, MediaProcessingError> {
+        let permit = match &self.breaker {
+            Some(breaker) => match breaker.try_acquire(now) {
+                Ok(permit) => Some(permit),
+                Err(open) => {
+                    let reason = GiveUpReason::CircuitOpen {
+                        breaker: open.breaker,
+                        retry_in: open.retry_in,
+                    };
+                    // The task's "retry after": when the breaker lets the next probe through.
+                    return Err(attempts
+                        .refused(reason, open)
+                        .with_retry_after(open.retry_in));
+                }
+            },
+            None => None,
+        };
+        let wait = match &self.limiter {
+            // The breaker's permit of a refused call is not recorded: the breaker gives a
+            // probe that never reports out again (see the README's "Circuit breaker").
+            Some(limiter) => match limiter.reserve(now, attempts.deadline()) {
+                Ok(wait) => wait,
+                Err(limited) => {
+                    let reason = GiveUpReason::RateLimited {
+                        limiter: limited.limiter,
+                        wait: limited.wait,
+                    };
+                    return Err(attempts
+                        .refused(reason, limited)
+                        .with_retry_after(Some(limited.wait)));
+                }
+            },
+            None => Duration::ZERO,
+        };
+        // Under the testing mode every wait is zero, the limiter's too (its permit is taken).
+        let wait = if crate::testing::current().is_some() {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        Ok(Admitted { permit, wait })
+    }
+
+    /// An attempt succeeded (`retried`: not the first).
+    fn succeeded(&self, admitted: &Admitted, retried: bool, now: impl FnOnce() -> Instant) {
+        if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
+            breaker.record(permit, Outcome::Success, now());
+        }
+        if let Some(budget) = &self.budget {
+            budget.succeeded(retried);
+        }
+    }
+
+    /// An attempt failed: what the breaker counts it as, and the server's hint, which pauses
+    /// the limiter for every call that shares it.
+    fn failed(&self, admitted: &Admitted, seen: Seen, now: impl FnOnce() -> Instant) {
+        if self.breaker.is_none() && self.limiter.is_none() {
+            return;
+        }
+        let now = now();
+        if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
+            breaker.record(permit, seen.outcome, now);
+        }
+        if let (Some(limiter), Some(hint)) = (&self.limiter, seen.retry_after)
+            && let Some(until) = now.checked_add(hint)
+        {
+            limiter.pause_until(until);
+        }
+    }
+}
+
+/// An attempt let through: the breaker's permit, and the wait for the limiter's.
+#[derive(Debug)]
+struct Admitted {
+    permit: Option<Permit>,
+    wait: Duration,
+}
+
+/// What the guards learn of a failed attempt.
+#[derive(Clone, Copy)]
+struct Seen {
+    outcome: Outcome,
+    retry_after: Option<Duration>,
+}
+
+impl Seen {
+    /// A value not ready: the service answered.
+    const NOT_READY: Seen = Seen {
+        outcome: Outcome::Success,
+        retry_after: None,
+    };
+    /// Cut off at the `attempt_timeout`: the service's failure.
+    const CUT_OFF: Seen = Seen {
+        outcome: Outcome::Failure,
+        retry_after: None,
+    };
+
+    fn of<E, T>(failure: &Failure<E, T>) -> Option<Seen> {
+        match failure {
+            Failure::Error(_) => None,
+            Failure::NotReady(_) => Some(Seen::NOT_READY),
+            Failure::TimedOut => Some(Seen::CUT_OFF),
+        }
+    }
+
+    /// A retryable error is the service's failure; one that is not (a 400) is the caller's,
+    /// which the breaker does not count against the service.
+    fn classified(classified: &Classified) -> Seen {
+        Seen {
+            outcome: if classified.is_retryable() {
+                Outcome::Failure
+            } else {
+                Outcome::Ignored
+            },
+            retry_after: classified.retry_after,
+        }
+    }
+}
+
+/// `read`, remembering what it answered, so the guards learn the rules' verdict without
+/// asking them (and a `retry_if` predicate) twice.
+fn reading<'s, E>(
+    read: &'s impl Fn(&E) -> Classified,
+    seen: &'s mut Option<Seen>,
+) -> impl FnOnce(&E) -> Classified + 's {
+    move |error| {
+        let classified = read(error);
+        *seen = Some(Seen::classified(&classified));
+        classified
+    }
+}
+
+/// The arguments of the attempt about to run: copies, or for the last the caller's values
+/// themselves. `None` only after the last attempt, which no loop reaches.
+#[inline]
+pub fn arguments<A>(args: &mut Option<A>, last: bool, fresh: impl Fn(&A) -> A) -> Option<A> {
+    if last {
+        args.take()
+    } else {
+        args.as_ref().map(fresh)
+    }
+}
+
+/// One call under its guards: the retry state and the permit of the attempt running. Each
+/// method is one step of the loop; the loop itself only awaits or sleeps between them.
+#[derive(Debug)]
+pub struct GuardedCall {
+    guards: Guards,
+    attempts: Attempts,
+    admitted: Admitted,
+}
+
+impl GuardedCall {
+    /// A call that starts now (the budget counts it).
+    pub fn start(
+        policy: &RetryPolicy,
+        site: Site,
+        started: Option<Instant>,
+        guards: Guards,
+        now: impl FnOnce() -> Instant,
+    ) -> Self {
+        let attempts = guards.start(Attempts::after_first(policy, site, started), now);
+        GuardedCall {
+            guards,
+            attempts,
+            admitted: Admitted {
+                permit: None,
+                wait: Duration::ZERO,
+            },
+        }
+    }
+
+    /// The next attempt passes the breaker and the limiter: the wait for its permit, or the
+    /// give-up when one refuses.
+    pub fn admit(&mut self, now: Instant) -> Result<Duration, MediaProcessingError> {
+        self.admitted = self.guards.admit(&self.attempts, now)?;
+        Ok(self.admitted.wait)
+    }
+
+    /// Whether the attempt about to run is the last one allowed.
+    #[inline]
+    pub fn is_last(&self) -> bool {
+        self.attempts.is_last()
+    }
+
+    /// When the whole call must be over, if the policy has a `timeout`.
+    #[inline]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.attempts.deadline()
+    }
+
+    /// The attempt succeeded: the breaker and the budget learn it; after retries, it is logged.
+    pub fn succeeded(&mut self, now: impl FnOnce() -> Instant) {
+        let retried = self.attempts.attempt() > 1;
+        self.guards.succeeded(&self.admitted, retried, now);
+        if retried {
+            self.attempts.succeeded();
+        }
+    }
+
+    /// The attempt failed and another may follow: the wait before it, or how the call ends
+    /// (as [`Attempts::after`]). The breaker learns the rules' verdict, the limiter the
+    /// server's hint.
+    pub fn after<E, T>(
+        &mut self,
+        failure: Failure<E, T>,
+        read: impl Fn(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+        on_retry: impl FnOnce(RetryCause<'_, E, T>, u32, Duration),
+        now: impl Fn() -> Instant,
+    ) -> Result<Duration, Ending<E>> {
+        let mut seen = Seen::of(&failure);
+        let decision = self.attempts.after(
+            failure,
+            reading(&read, &mut seen),
+            text,
+            keep,
+            on_retry,
+            &now,
+        );
+        if let Some(seen) = seen {
+            self.guards.failed(&self.admitted, seen, now);
+        }
+        decision
+    }
+
+    /// The last attempt failed: how the call ends (as [`Attempts::after_last`]).
+    pub fn after_last<E, T>(
+        &mut self,
+        failure: Failure<E, T>,
+        read: impl Fn(&E) -> Classified,
+        text: impl Fn(&E) -> String,
+        keep: impl FnOnce(E) -> Option<BoxError>,
+        now: impl FnOnce() -> Instant,
+    ) -> Ending<E> {
+        let mut seen = Seen::of(&failure);
+        let ending = self
+            .attempts
+            .after_last(failure, reading(&read, &mut seen), text, keep);
+        if let Some(seen) = seen {
+            self.guards.failed(&self.admitted, seen, now);
+        }
+        ending
+    }
+
+    /// The call's `timeout` ran out during the attempt: the breaker counts a failure, and the
+    /// call gives up.
+    pub fn deadline_passed(
+        &mut self,
+        passed: DeadlinePassed,
+        now: impl FnOnce() -> Instant,
+    ) -> MediaProcessingError {
+        self.guards.failed(&self.admitted, Seen::CUT_OFF, now);
+        self.attempts.deadline_passed(passed)
+    }
+
+    /// The give-up of a loop with no attempt left (not reached).
+    pub fn ran_out(&self) -> MediaProcessingError {
+        self.attempts.ran_out()
+    }
+}
+
+/// An attempt's outcome as a [`Failure`], or its value.
+#[inline]
+pub fn failure_of<T, E>(
+    outcome: Result<T, E>,
+    not_ready: impl Fn(&T) -> bool,
+) -> Result<T, Failure<E, T>> {
+    match outcome {
+        Ok(value) if not_ready(&value) => Err(Failure::NotReady(value)),
+        Ok(value) => Ok(value),
+        Err(error) => Err(Failure::Error(error)),
+    }
+}
+
+/// A blocking call with guards, every attempt included: the budget counts the call, each
+/// attempt passes the breaker and waits for the limiter's permit on the current thread's
+/// sleeper, and the rules decide on each failure as in
+/// [`retry_blocking`](crate::attempts::retry_blocking), paying each retry from the budget.
+/// The last attempt takes `args`; the others `fresh` copies.
+#[allow(clippy::too_many_arguments)] // each is one thing the loop needs, as in `retry_blocking`
+pub fn guarded_blocking<A, T, E>(
+    policy: &RetryPolicy,
+    site: Site,
+    started: Option<Instant>,
+    guards: Guards,
+    args: A,
+    mut attempt: impl FnMut(A) -> Result<T, E>,
+    fresh: impl Fn(&A) -> A,
+    read: impl Fn(&E) -> Classified,
+    text: impl Fn(&E) -> String,
+    keep: impl Fn(E) -> Option<BoxError>,
+    mut on_retry: impl FnMut(RetryCause<'_, E, T>, u32, Duration),
+    not_ready: impl Fn(&T) -> bool,
+) -> Result<T, Ending<E>> {
+    use crate::sleep::{now_current, sleep_current};
+
+    let mut call = GuardedCall::start(policy, site, started, guards, now_current);
+    let mut args = Some(args);
+    loop {
+        let wait = call.admit(now_current()).map_err(Ending::GaveUp)?;
+        if !wait.is_zero() {
+            sleep_current(wait);
+        }
+        let last = call.is_last();
+        let Some(given) = arguments(&mut args, last, &fresh) else {
+            return Err(Ending::GaveUp(call.ran_out()));
+        };
+        let failure = match failure_of(attempt(given), &not_ready) {
+            Ok(value) => {
+                call.succeeded(now_current);
+                return Ok(value);
+            }
+            Err(failure) => failure,
+        };
+        if last {
+            return Err(call.after_last(failure, &read, &text, &keep, now_current));
+        }
+        let wait = call.after(failure, &read, &text, &keep, &mut on_retry, now_current)?;
+        sleep_current(wait);
+    }
+}
+
+/// [`guarded_blocking`] for the closure API's async form, on the timer `Tm`: the waits do not
+/// block the executor, and each attempt runs under the call's `timeout` and its own
+/// `attempt_timeout`. (The attribute's expansion drives a [`GuardedCall`] itself, in the
+/// function's body, where the attempt's borrows are the caller's own.)
+#[allow(clippy::too_many_arguments)] // as `guarded_blocking`
+pub async fn guarded_async<Tm, T, E, Fut>(
+    policy: &RetryPolicy,
+    site: Site,
+    started: Option<Instant>,
+    guards: Guards,
+    mut attempt: impl FnMut() -> Fut,
+    read: impl Fn(&E) -> Classified,
+    text: impl Fn(&E) -> String,
+    keep: impl Fn(E) -> Option<BoxError>,
+    mut on_retry: impl FnMut(RetryCause<'_, E, T>, u32, Duration),
+) -> Result<T, Ending<E>>
+where
+    Tm: AsyncTimer,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut call = GuardedCall::start(policy, site, started, guards, Tm::now);
+    loop {
+        let wait = call.admit(Tm::now()).map_err(Ending::GaveUp)?;
+        if !wait.is_zero() {
+            Tm::sleep(wait).await;
+        }
+        let last = call.is_last();
+        let deadline = call.deadline();
+        let bounded = attempt_deadline(policy, deadline, Tm::now);
+        let failure = match until_deadline::<Tm, _>(bounded, attempt()).await {
+            Ok(Ok(value)) => {
+                call.succeeded(Tm::now);
+                return Ok(value);
+            }
+            Ok(Err(error)) => Failure::Error(error),
+            Err(passed) if ends_the_call(policy, deadline, Tm::now) => {
+                return Err(Ending::GaveUp(call.deadline_passed(passed, Tm::now)));
+            }
+            Err(_) => Failure::TimedOut,
+        };
+        if last {
+            return Err(call.after_last(failure, &read, &text, &keep, Tm::now));
+        }
+        let wait = call.after(failure, &read, &text, &keep, &mut on_retry, Tm::now)?;
+        Tm::sleep(wait).await;
+    }
+}
