@@ -385,3 +385,27 @@ async fn the_async_closure_api_takes_the_same_guards() {
         "one retry paid, then spent"
     );
 }
+
+static NOT_TOLD: RateLimiter = RateLimiter::per_second("not-told", 100);
+
+#[retry_with_backoff(limiter = NOT_TOLD)]
+async fn refused_for_the_day() -> Result<(), ApiError> {
+    // Not retryable, with a hint: a quota for the day, which the limiter must not take as
+    // a pause for the next requests.
+    Err(HttpError::new(400, Some(Duration::from_secs(3600)), "quota for the day").into())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hint_of_an_error_that_is_not_retried_does_not_pause_the_limiter() {
+    assert!(matches!(
+        refused_for_the_day().await,
+        Err(ApiError::Http(_))
+    ));
+    let now = <resilience::TokioTimer as resilience::timer::AsyncTimer>::now();
+    let next = NOT_TOLD.next_free(now);
+    assert!(
+        next <= now + Duration::from_millis(10),
+        "paused {:?}",
+        next - now
+    );
+}

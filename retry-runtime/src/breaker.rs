@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use retry_runtime::breaker::{CircuitBreaker, CircuitState, Outcome};
+//! use resilience::breaker::{CircuitBreaker, CircuitState, Outcome};
 //!
 //! static GEMINI: CircuitBreaker = CircuitBreaker::new("gemini")
 //!     .count_window(20)
@@ -76,7 +76,7 @@ const HELD_OPEN: u64 = 3;
 ///
 /// ```
 /// use std::time::Duration;
-/// use retry_runtime::breaker::CircuitBreaker;
+/// use resilience::breaker::CircuitBreaker;
 ///
 /// static STORAGE: CircuitBreaker = CircuitBreaker::new("storage")
 ///     .time_window(Duration::from_secs(60))
@@ -165,7 +165,7 @@ impl CircuitBreaker {
     /// compile error:
     ///
     /// ```compile_fail,E0080
-    /// use retry_runtime::breaker::CircuitBreaker;
+    /// use resilience::breaker::CircuitBreaker;
     ///
     /// static BAD: CircuitBreaker = CircuitBreaker::new("bad").failure_rate(1.5);
     /// ```

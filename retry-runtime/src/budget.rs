@@ -47,7 +47,7 @@ const NANOS_PER_SECOND: u128 = 1_000_000_000;
 ///
 /// ```
 /// use std::time::Instant;
-/// use retry_runtime::budget::RetryBudget;
+/// use resilience::budget::RetryBudget;
 ///
 /// // 20% of the calls of the last 10 s, without Finagle's floor of 10 retries a second.
 /// static GEMINI: RetryBudget = RetryBudget::ratio("gemini", 0.2).floor_per_second(0);
@@ -219,7 +219,7 @@ impl RetryBudget {
     /// `static`, its intended use, the panic is a compile error:
     ///
     /// ```compile_fail
-    /// use retry_runtime::budget::RetryBudget;
+    /// use resilience::budget::RetryBudget;
     ///
     /// static WRONG: RetryBudget = RetryBudget::ratio("percent", 20.0 / 0.0);
     /// ```

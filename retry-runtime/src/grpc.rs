@@ -104,8 +104,10 @@ pub fn code_name(code: Code) -> &'static str {
 /// The give-up error as the status a gRPC function returns:
 /// - the code: the last status's, `DEADLINE_EXCEEDED` when the `timeout` ran out or every
 ///   attempt ran past its `attempt_timeout`, else
-///   `UNAVAILABLE` (the service could not be reached in the attempts allowed), or
-///   `FAILED_PRECONDITION` when a `#[rewind]` argument could not be put back;
+///   `UNAVAILABLE` (the service could not be reached in the attempts allowed, or an open
+///   circuit breaker refused the call), `RESOURCE_EXHAUSTED` when the rate limiter's permit
+///   would have come past the deadline, or `FAILED_PRECONDITION` when a `#[rewind]` argument
+///   could not be put back;
 /// - the message: the give-up's text, redacted (`Failed after 3 retries: gRPC UNAVAILABLE: ..`);
 /// - the details: only a `RetryInfo` with the server's last hint, if it gave one, rebuilt here; the last
 ///   status's own details and metadata are not passed on, since they hold its unredacted
@@ -126,6 +128,8 @@ impl From<MediaProcessingError> for Status {
                 Code::DeadlineExceeded
             }
             (_, GiveUpReason::RewindFailed { .. }) => Code::FailedPrecondition,
+            // This process's own quota: the caller is asked to slow down, as by a server.
+            (_, GiveUpReason::RateLimited { .. }) => Code::ResourceExhausted,
             (Some(last), _) => last.code(),
             (None, _) => Code::Unavailable,
         };
@@ -220,6 +224,42 @@ mod tests {
             timed_out.get_details_retry_info().is_none(),
             "no hint, no RetryInfo"
         );
+    }
+
+    #[test]
+    fn a_guard_s_refusal_maps_to_unavailable_or_resource_exhausted_with_when_to_return() {
+        use crate::breaker::BreakerOpen;
+        use crate::limiter::RateLimited;
+
+        let open = BreakerOpen {
+            breaker: "gemini",
+            retry_in: Some(Duration::from_secs(30)),
+        };
+        let reason = GiveUpReason::CircuitOpen {
+            breaker: "gemini",
+            retry_in: open.retry_in,
+        };
+        let give_up = MediaProcessingError::new(0, reason, open.to_string(), Some(Box::new(open)))
+            .with_retry_after(open.retry_in);
+        let status = Status::from(give_up);
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().and_then(|info| info.retry_delay),
+            Some(Duration::from_secs(30))
+        );
+
+        let limited = RateLimited {
+            limiter: "gemini",
+            wait: Duration::from_secs(2),
+        };
+        let reason = GiveUpReason::RateLimited {
+            limiter: "gemini",
+            wait: limited.wait,
+        };
+        let give_up =
+            MediaProcessingError::new(0, reason, limited.to_string(), Some(Box::new(limited)));
+        assert_eq!(Status::from(give_up).code(), Code::ResourceExhausted);
     }
 
     #[test]

@@ -165,7 +165,10 @@ impl Guards {
         if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
             breaker.record(permit, seen.outcome, now);
         }
-        if let (Some(limiter), Some(hint)) = (&self.limiter, seen.retry_after)
+        // Only a retryable failure's hint: a per-day quota (not retried) says nothing about
+        // the next minute's requests.
+        if let (Some(limiter), Some(hint), Outcome::Failure) =
+            (&self.limiter, seen.retry_after, seen.outcome)
             && let Some(until) = now.checked_add(hint)
         {
             limiter.pause_until(until);

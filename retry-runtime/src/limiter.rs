@@ -38,7 +38,7 @@ const TARGET: &str = "resilience::limiter";
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use retry_runtime::limiter::RateLimiter;
+/// use resilience::limiter::RateLimiter;
 ///
 /// // Gemini's free tier: 15 requests a minute, evenly spaced.
 /// static GEMINI: RateLimiter = RateLimiter::per_minute("gemini", 15);
@@ -78,7 +78,7 @@ impl RateLimiter {
     ///
     /// ```compile_fail
     /// use std::time::Duration;
-    /// use retry_runtime::limiter::RateLimiter;
+    /// use resilience::limiter::RateLimiter;
     ///
     /// static NEVER: RateLimiter = RateLimiter::new("never", 0, Duration::from_secs(1));
     /// ```
