@@ -100,49 +100,54 @@ impl Guards {
         attempts.with_budget(self.budget.clone())
     }
 
-    /// Lets the attempt about to run through the breaker, then the limiter: the permit and the
-    /// wait for it, or the give-up when one refuses.
+    /// Lets the attempt about to run through the breaker, then the limiter (its fleet's
+    /// state read on this thread): the permit and the wait for it, or the give-up when one
+    /// refuses.
     fn admit(&self, attempts: &Attempts, now: Instant) -> Result<Admitted, MediaProcessingError> {
-        let permit = match &self.breaker {
-            Some(breaker) => match breaker.try_acquire(now) {
-                Ok(permit) => Some(permit),
-                Err(open) => {
-                    let reason = GiveUpReason::CircuitOpen {
-                        breaker: open.breaker,
-                        retry_in: open.retry_in,
-                    };
-                    // The task's "retry after": when the breaker lets the next probe through.
-                    return Err(attempts
-                        .refused(reason, open)
-                        .with_retry_after(open.retry_in));
-                }
-            },
-            None => None,
-        };
+        let permit = self.pass_breaker(attempts, now)?;
         let wait = match &self.limiter {
-            // The breaker's permit of a refused call is not recorded: the breaker gives a
-            // probe that never reports out again (see the README's "Circuit breaker").
-            Some(limiter) => match limiter.reserve(now, attempts.deadline()) {
-                Ok(wait) => wait,
-                Err(limited) => {
-                    let reason = GiveUpReason::RateLimited {
-                        limiter: limited.limiter,
-                        wait: limited.wait,
-                    };
-                    return Err(attempts
-                        .refused(reason, limited)
-                        .with_retry_after(Some(limited.wait)));
-                }
-            },
-            None => Duration::ZERO,
+            Some(limiter) => limiter.reserve_blocking(now, attempts.deadline()),
+            None => Ok(Duration::ZERO),
         };
-        // Under the testing mode every wait is zero, the limiter's too (its permit is taken).
-        let wait = if crate::testing::current().is_some() {
-            Duration::ZERO
-        } else {
-            wait
+        admitted(attempts, permit, wait)
+    }
+
+    /// [`admit`](Self::admit) for an async call: a fleet's answer is awaited.
+    async fn admit_async(
+        &self,
+        attempts: &Attempts,
+        now: Instant,
+    ) -> Result<Admitted, MediaProcessingError> {
+        let permit = self.pass_breaker(attempts, now)?;
+        let wait = match &self.limiter {
+            Some(limiter) => limiter.reserve_async(now, attempts.deadline()).await,
+            None => Ok(Duration::ZERO),
         };
-        Ok(Admitted { permit, wait })
+        admitted(attempts, permit, wait)
+    }
+
+    /// The breaker's permit, or the give-up of a call it refuses.
+    fn pass_breaker(
+        &self,
+        attempts: &Attempts,
+        now: Instant,
+    ) -> Result<Option<Permit>, MediaProcessingError> {
+        let Some(breaker) = &self.breaker else {
+            return Ok(None);
+        };
+        match breaker.try_acquire(now) {
+            Ok(permit) => Ok(Some(permit)),
+            Err(open) => {
+                let reason = GiveUpReason::CircuitOpen {
+                    breaker: open.breaker,
+                    retry_in: open.retry_in,
+                };
+                // The task's "retry after": when the breaker lets the next probe through.
+                Err(attempts
+                    .refused(reason, open)
+                    .with_retry_after(open.retry_in))
+            }
+        }
     }
 
     /// An attempt succeeded (`retried`: not the first).
@@ -169,11 +174,37 @@ impl Guards {
         // the next minute's requests.
         if let (Some(limiter), Some(hint), Outcome::Failure) =
             (&self.limiter, seen.retry_after, seen.outcome)
-            && let Some(until) = now.checked_add(hint)
         {
-            limiter.pause_until(until);
+            limiter.pause_for(now, hint);
         }
     }
+}
+
+/// An attempt the breaker let through, with the limiter's answer: admitted with the wait for
+/// its permit, or the give-up of a permit past the deadline. The breaker's permit of a call
+/// the limiter refuses is not recorded: the breaker gives a probe that never reports out
+/// again (see the README's "Circuit breaker").
+fn admitted(
+    attempts: &Attempts,
+    permit: Option<Permit>,
+    wait: Result<Duration, crate::limiter::RateLimited>,
+) -> Result<Admitted, MediaProcessingError> {
+    let wait = wait.map_err(|limited| {
+        let reason = GiveUpReason::RateLimited {
+            limiter: limited.limiter,
+            wait: limited.wait,
+        };
+        attempts
+            .refused(reason, limited)
+            .with_retry_after(Some(limited.wait))
+    })?;
+    // Under the testing mode every wait is zero, the limiter's too (its permit is taken).
+    let wait = if crate::testing::current().is_some() {
+        Duration::ZERO
+    } else {
+        wait
+    };
+    Ok(Admitted { permit, wait })
 }
 
 /// An attempt let through: the breaker's permit, and the wait for the limiter's.
@@ -281,6 +312,12 @@ impl GuardedCall {
     /// give-up when one refuses.
     pub fn admit(&mut self, now: Instant) -> Result<Duration, MediaProcessingError> {
         self.admitted = self.guards.admit(&self.attempts, now)?;
+        Ok(self.admitted.wait)
+    }
+
+    /// [`admit`](Self::admit) for an async call: a fleet's answer is awaited.
+    pub async fn admit_async(&mut self, now: Instant) -> Result<Duration, MediaProcessingError> {
+        self.admitted = self.guards.admit_async(&self.attempts, now).await?;
         Ok(self.admitted.wait)
     }
 
@@ -451,7 +488,7 @@ where
 {
     let mut call = GuardedCall::start(policy, site, started, guards, Tm::now);
     loop {
-        let wait = call.admit(Tm::now()).map_err(Ending::GaveUp)?;
+        let wait = call.admit_async(Tm::now()).await.map_err(Ending::GaveUp)?;
         if !wait.is_zero() {
             Tm::sleep(wait).await;
         }

@@ -16,6 +16,13 @@ use crate::origin::{duration_nanos, nanos};
 pub trait KeyedGuard: Send + Sync + 'static {
     /// The same settings, a new state.
     fn fresh(&self) -> Self;
+
+    /// The name of `key`'s state, for a guard whose state a fleet keeps (a shared
+    /// limiter's `name:key`); `None` for a guard whose state is this process's alone.
+    fn key_name(&self, key: &dyn fmt::Display) -> Option<Arc<str>> {
+        let _ = key;
+        None
+    }
 }
 
 /// A guard as a retried call holds it: a `static` one, or one key's of a [`Keyed`] (which
@@ -24,13 +31,23 @@ pub struct Shared<G: 'static>(Holder<G>);
 
 enum Holder<G: 'static> {
     Static(&'static G),
-    Keyed(Arc<G>),
+    /// One key's guard, and the name a fleet knows its state by.
+    Keyed(Arc<G>, Option<Arc<str>>),
 }
 
 impl<G> Shared<G> {
     /// A `static` guard.
     pub const fn of(guard: &'static G) -> Self {
         Shared(Holder::Static(guard))
+    }
+
+    /// The name of this key's state in a fleet's backend, for one key of a keyed guard whose
+    /// state a fleet keeps.
+    pub fn key_name(&self) -> Option<&str> {
+        match &self.0 {
+            Holder::Static(_) => None,
+            Holder::Keyed(_, name) => name.as_deref(),
+        }
     }
 }
 
@@ -41,7 +58,7 @@ impl<G> Deref for Shared<G> {
     fn deref(&self) -> &G {
         match &self.0 {
             Holder::Static(guard) => guard,
-            Holder::Keyed(guard) => guard,
+            Holder::Keyed(guard, _) => guard,
         }
     }
 }
@@ -50,7 +67,7 @@ impl<G> Clone for Shared<G> {
     fn clone(&self) -> Self {
         Shared(match &self.0 {
             Holder::Static(guard) => Holder::Static(guard),
-            Holder::Keyed(guard) => Holder::Keyed(Arc::clone(guard)),
+            Holder::Keyed(guard, name) => Holder::Keyed(Arc::clone(guard), name.clone()),
         })
     }
 }
@@ -140,6 +157,8 @@ struct Entries<G: 'static, K> {
 
 struct Entry<G> {
     guard: Arc<G>,
+    /// The key's name in a fleet's backend (see [`KeyedGuard::key_name`]).
+    name: Option<Arc<str>>,
     last_used: u64,
 }
 
@@ -180,7 +199,7 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
     pub fn key<Q>(&self, key: &Q) -> Shared<G>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + fmt::Display + ?Sized,
     {
         self.key_at(key, Instant::now())
     }
@@ -189,7 +208,7 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
     pub fn key_at<Q>(&self, key: &Q, now: Instant) -> Shared<G>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + fmt::Display + ?Sized,
     {
         let now = nanos(now);
         // A panic elsewhere while the map was held leaves it whole: every change below is one
@@ -201,7 +220,7 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
         });
         if let Some(entry) = entries.map.get_mut(key) {
             entry.last_used = now;
-            return Shared(Holder::Keyed(Arc::clone(&entry.guard)));
+            return Shared(Holder::Keyed(Arc::clone(&entry.guard), entry.name.clone()));
         }
         // A new key: the map may grow, so drop what is idle first (at most once per idle
         // period, so that a stream of new keys does not rescan every time), then the least
@@ -228,14 +247,16 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
             entries.map.retain(|key, _| !std::ptr::eq(key, oldest));
         }
         let guard = Arc::new(self.template.fresh());
+        let name = self.template.key_name(&key);
         entries.map.insert(
             key.to_owned(),
             Entry {
                 guard: Arc::clone(&guard),
+                name: name.clone(),
                 last_used: now,
             },
         );
-        Shared(Holder::Keyed(guard))
+        Shared(Holder::Keyed(guard, name))
     }
 
     /// How many keys are held now.

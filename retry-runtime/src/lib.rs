@@ -18,6 +18,7 @@ pub mod breaker;
 pub mod budget;
 pub mod classify;
 pub mod error;
+pub mod fleet;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 pub mod guards;

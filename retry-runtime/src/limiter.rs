@@ -23,10 +23,12 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::keyed::KeyedGuard;
+use crate::fleet::{Answer, FleetState, Gcra, Reservation};
+use crate::keyed::{KeyedGuard, Shared};
 use crate::origin::{duration_nanos, instant, nanos};
 
 /// The target of the limiter's `tracing` event.
@@ -60,8 +62,12 @@ pub struct RateLimiter {
     /// Kept for `Debug` and `fresh`; the algorithm reads only `tolerance_nanos`.
     burst: u32,
     /// The theoretical arrival time, nanoseconds since the origin: 0 for a limiter never
-    /// used, which every time conforms to.
+    /// used, which every time conforms to. With a fleet backend, the state used while the
+    /// backend cannot answer.
     tat: AtomicU64,
+    /// Where the fleet's state is kept, when the limit is the fleet's (see
+    /// [`shared`](Self::shared)).
+    fleet: Option<&'static dyn FleetState>,
 }
 
 impl RateLimiter {
@@ -93,6 +99,7 @@ impl RateLimiter {
             tolerance_nanos: 0,
             burst: 1,
             tat: AtomicU64::new(0),
+            fleet: None,
         }
     }
 
@@ -130,6 +137,100 @@ impl RateLimiter {
     /// The name given at construction, as events and errors show it.
     pub const fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The limit of a whole fleet of processes, kept in `fleet` (such as
+    /// `resilience::redis::RedisState`, feature `redis`): every process that names this
+    /// limiter shares one GCRA there, timed by the backend's clock. While the backend cannot
+    /// answer, this process decides alone, on this limiter's own state (the README's "When
+    /// one process is not enough").
+    #[must_use]
+    pub const fn shared(self, fleet: &'static dyn FleetState) -> Self {
+        Self {
+            fleet: Some(fleet),
+            ..self
+        }
+    }
+
+    /// Whether the limit is a fleet's (see [`shared`](Self::shared)).
+    pub fn is_shared(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// The settings as a backend runs them.
+    pub fn gcra(&self) -> Gcra {
+        Gcra {
+            emission: Duration::from_nanos(self.emission_nanos),
+            tolerance: Duration::from_nanos(self.tolerance_nanos),
+        }
+    }
+
+    /// [`reserve`](Self::reserve) from the fleet's state under `key` when the limit is
+    /// shared, on the current thread; from this limiter's own when it is not, or when the
+    /// backend cannot answer. (A call reaches it through [`Shared::reserve_blocking`], which
+    /// knows the key.)
+    pub(crate) fn reserve_in_fleet_blocking(
+        &self,
+        key: &str,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Duration, RateLimited> {
+        match self.fleet {
+            Some(fleet) => {
+                let answer = fleet.reserve_blocking(key, self.gcra(), max_wait(now, latest));
+                self.settle(answer, now, latest)
+            }
+            None => self.reserve(now, latest),
+        }
+    }
+
+    /// [`reserve_in_fleet_blocking`](Self::reserve_in_fleet_blocking) for an async caller:
+    /// the fleet's answer is awaited, not waited for on the thread.
+    pub(crate) async fn reserve_in_fleet(
+        &self,
+        key: &str,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Duration, RateLimited> {
+        match self.fleet {
+            Some(fleet) => {
+                let answer = fleet.reserve(key, self.gcra(), max_wait(now, latest)).await;
+                self.settle(answer, now, latest)
+            }
+            None => self.reserve(now, latest),
+        }
+    }
+
+    /// The server asked to wait `wait` from `now`: [`pause_until`](Self::pause_until) here,
+    /// and in the fleet's state under `key` when the limit is shared.
+    pub(crate) fn pause_in_fleet(&self, key: &str, now: Instant, wait: Duration) {
+        if let Some(until) = now.checked_add(wait) {
+            self.pause_until(until);
+        }
+        if let Some(fleet) = self.fleet {
+            fleet.pause(key, self.gcra(), wait);
+        }
+    }
+
+    /// A backend's answer as the limiter's, or the limiter's own decision when the backend
+    /// had none (its share of the rate: the spacing times `share`).
+    fn settle(
+        &self,
+        answer: Answer<Reservation>,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Duration, RateLimited> {
+        match answer {
+            Answer::Decided(Ok(wait)) => Ok(wait),
+            Answer::Decided(Err(wait)) => Err(RateLimited {
+                limiter: self.name,
+                wait,
+            }),
+            Answer::Unavailable { share } => {
+                let emission = self.emission_nanos.saturating_mul(u64::from(share.max(1)));
+                self.schedule_with(nanos(now), latest.map(nanos), emission)
+            }
+        }
     }
 
     /// Reserves the next permit and returns how long the caller must wait before using it
@@ -190,6 +291,17 @@ impl RateLimiter {
     /// after `latest`, and returns the wait.
     #[inline]
     fn schedule(&self, now: u64, latest: Option<u64>) -> Result<Duration, RateLimited> {
+        self.schedule_with(now, latest, self.emission_nanos)
+    }
+
+    /// [`schedule`](Self::schedule) with this spacing of permits.
+    #[inline]
+    fn schedule_with(
+        &self,
+        now: u64,
+        latest: Option<u64>,
+        emission_nanos: u64,
+    ) -> Result<Duration, RateLimited> {
         // Relaxed is enough: the TAT is the only state, and every change to it is one
         // read-modify-write, so the changes form one order in which each slot is handed out
         // once. Nothing else is published through it.
@@ -204,7 +316,7 @@ impl RateLimiter {
                 });
             }
             // `max(tat, now)`: time the limiter sat idle is not banked beyond the tolerance.
-            let next = tat.max(now).saturating_add(self.emission_nanos);
+            let next = tat.max(now).saturating_add(emission_nanos);
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -227,6 +339,11 @@ impl RateLimiter {
     }
 }
 
+/// How long a caller may wait for its permit: until `latest`, if it has one.
+fn max_wait(now: Instant, latest: Option<Instant>) -> Option<Duration> {
+    latest.map(|latest| latest.saturating_duration_since(now))
+}
+
 impl KeyedGuard for RateLimiter {
     fn fresh(&self) -> Self {
         Self {
@@ -235,7 +352,50 @@ impl KeyedGuard for RateLimiter {
             tolerance_nanos: self.tolerance_nanos,
             burst: self.burst,
             tat: AtomicU64::new(0),
+            fleet: self.fleet,
         }
+    }
+
+    fn key_name(&self, key: &dyn fmt::Display) -> Option<Arc<str>> {
+        // Only a shared limiter names its keys (made once per new key): the fleet keeps one
+        // state per key.
+        self.fleet
+            .map(|_| Arc::from(format!("{}:{key}", self.name)))
+    }
+}
+
+impl Shared<RateLimiter> {
+    /// The key the fleet's backend keeps this limiter's state under: its name, or
+    /// `name:key` for one key of a [`Keyed`](crate::keyed::Keyed).
+    pub fn fleet_key(&self) -> &str {
+        self.key_name().unwrap_or(self.name)
+    }
+
+    /// [`RateLimiter::reserve`], from the fleet's state when the limit is
+    /// [shared](RateLimiter::shared), on the current thread; from this process's own when
+    /// it is not, or when the backend cannot answer.
+    pub fn reserve_blocking(
+        &self,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Duration, RateLimited> {
+        self.reserve_in_fleet_blocking(self.fleet_key(), now, latest)
+    }
+
+    /// [`reserve_blocking`](Self::reserve_blocking) for an async caller: the fleet's answer
+    /// is awaited.
+    pub async fn reserve_async(
+        &self,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Duration, RateLimited> {
+        self.reserve_in_fleet(self.fleet_key(), now, latest).await
+    }
+
+    /// A server asked every caller to wait `wait` from `now`: the limiter is paused here, and
+    /// in the fleet's state when the limit is shared.
+    pub fn pause_for(&self, now: Instant, wait: Duration) {
+        self.pause_in_fleet(self.fleet_key(), now, wait);
     }
 }
 
@@ -246,6 +406,7 @@ impl fmt::Debug for RateLimiter {
             .field("spacing", &Duration::from_nanos(self.emission_nanos))
             .field("burst", &self.burst)
             .field("tat_nanos", &self.tat.load(Ordering::Relaxed))
+            .field("shared", &self.fleet.is_some())
             .finish()
     }
 }
