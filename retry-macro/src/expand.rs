@@ -1188,7 +1188,7 @@ fn guarded_run(
         );
         let mut #args = ::core::option::Option::Some(#moved);
         loop {
-            match #call.admit_async(#rt::now_async()).await {
+            match #call.admit_async(#rt::now_async).await {
                 ::core::result::Result::Ok(#wait) if #wait.is_zero() => {}
                 ::core::result::Result::Ok(#wait) => #rt::sleep_async(#wait).await,
                 ::core::result::Result::Err(#give_up) => #refused,

@@ -122,8 +122,10 @@ enum WindowKind {
 impl CircuitBreaker {
     /// A closed breaker named `name` (the name is in its events and errors), with
     /// resilience4j's defaults: it opens when 50 % of the last 100 calls failed (a count
-    /// window of 100 calls, at least 100 calls seen), or when all of them (100 %) took
-    /// longer than 60 s; it stays open 60 s, then lets 10 probes through in half-open.
+    /// window of 100 calls, at least 100 calls seen); it stays open 60 s, then lets 10
+    /// probes through in half-open. Slow calls are not counted unless
+    /// [`slow_calls`](Self::slow_calls) is set (resilience4j counts calls over 60 s, and
+    /// opens when all of them are): so a closed breaker reads no clock.
     ///
     /// Two settings resilience4j does not have by default: each consecutive opening (the
     /// probes failed) doubles the open duration, up to 10 minutes ([`open_growth`]), and
@@ -138,7 +140,10 @@ impl CircuitBreaker {
             failure_rate: 0.5,
             window: WindowKind::Count(100),
             minimum_calls: 100,
-            slow_nanos: 60_000_000_000,
+            // Off: no call is slower than the end of time. resilience4j's default (60 s at
+            // 100 %) opens only when every call of the window took a minute, and would cost
+            // every call a second clock read.
+            slow_nanos: u64::MAX,
             slow_rate: 1.0,
             open_nanos: 60_000_000_000,
             growth: 2.0,
@@ -254,7 +259,9 @@ impl CircuitBreaker {
 
     /// A call that took longer than `slower_than` (from `try_acquire` to `record`, whatever
     /// its outcome) is slow; it opens when at least `rate` of the calls in the window were
-    /// (`0 < rate <= 1`). Default: 60 s, 100 %.
+    /// (`0 < rate <= 1`). Default: off (resilience4j's is 60 s at 100 %, which opens only
+    /// when every call of the window took a minute); with it set, every call reads the clock
+    /// when it ends, to measure itself.
     ///
     /// # Panics
     ///
@@ -375,15 +382,27 @@ impl CircuitBreaker {
     /// [`record`]: Self::record
     #[inline]
     pub fn try_acquire(&self, now: Instant) -> Result<Permit, BreakerOpen> {
+        self.try_acquire_at(|| now)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) with the time read only when it is needed: a
+    /// closed breaker without slow-call detection reads no clock at all (what a retried call
+    /// uses, so that its success path costs one atomic load here).
+    #[inline]
+    pub fn try_acquire_at(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
         let word = self.word.load(Ordering::Acquire);
         if word & TAG_MASK == CLOSED {
             return Ok(Permit {
-                started: nanos(now),
+                started: if self.settings.slow_on() {
+                    nanos(now())
+                } else {
+                    0
+                },
                 probe: false,
                 generation: word >> TAG_BITS,
             });
         }
-        self.acquire_locked(nanos(now))
+        self.acquire_locked(nanos(now()))
     }
 
     /// The path of every state but closed: under the lock.
@@ -406,14 +425,24 @@ impl CircuitBreaker {
     /// before the last state change (before it opened, closed, or gave the half-open probes'
     /// slots out again) is ignored: its call belongs to a state that is over.
     pub fn record(&self, permit: Permit, outcome: Outcome, now: Instant) {
+        self.record_at(permit, outcome, || now);
+    }
+
+    /// [`record`](Self::record) with the time read only when it is needed: for a slow-call
+    /// check, a time window, a probe, or a change of state. A success in a closed count
+    /// window reads no clock.
+    pub fn record_at(&self, permit: Permit, outcome: Outcome, now: impl FnOnce() -> Instant) {
         // The generation only grows, so a permit that is already stale needs no lock.
         if self.word.load(Ordering::Acquire) >> TAG_BITS != permit.generation {
             return;
         }
-        let now = nanos(now);
+        let mut now = LazyNanos {
+            read: Some(now),
+            at: 0,
+        };
         let mut state = self.lock();
         let generation = state.generation;
-        let change = state.record(&self.settings, permit, outcome, now);
+        let change = state.record(&self.settings, permit, outcome, &mut now);
         self.publish(&state, generation);
         drop(state);
         if let Some(change) = change {
@@ -695,30 +724,36 @@ impl State {
         }
     }
 
-    fn record(
+    fn record<F: FnOnce() -> Instant>(
         &mut self,
         settings: &Settings,
         permit: Permit,
         outcome: Outcome,
-        now: u64,
+        now: &mut LazyNanos<F>,
     ) -> Option<Change> {
         if permit.generation != self.generation {
             return None;
         }
         let failed = outcome == Outcome::Failure;
-        let slow = now.saturating_sub(permit.started) > settings.slow_nanos;
+        let slow =
+            settings.slow_on() && now.get().saturating_sub(permit.started) > settings.slow_nanos;
         match &mut self.mode {
             Mode::Closed if !permit.probe => {
-                self.window.push(settings.window, failed, slow, now);
-                let tally = self.window.tally(settings.window, now);
+                // A count window keeps no time.
+                let at = match settings.window {
+                    WindowKind::Count(_) => 0,
+                    WindowKind::Time(_) => now.get(),
+                };
+                self.window.push(settings.window, failed, slow, at);
+                let tally = self.window.tally(settings.window, at);
                 let rates = settings.tripped(tally, settings.minimum())?;
-                Some(self.open(settings, now, rates, false))
+                Some(self.open(settings, now.get(), rates, false))
             }
             Mode::HalfOpen(probes) if permit.probe => {
                 probes.recorded = probes.recorded.saturating_add(1);
                 probes.failures += u32::from(failed);
                 probes.slow += u32::from(slow);
-                probes.progress = now;
+                probes.progress = now.get();
                 let tally = Tally {
                     calls: probes.recorded,
                     failures: probes.failures,
@@ -730,7 +765,7 @@ impl State {
                 match settings.tripped(tally, 1) {
                     Some(rates) => {
                         self.openings = self.openings.saturating_add(1);
-                        Some(self.open(settings, now, rates, true))
+                        Some(self.open(settings, now.get(), rates, true))
                     }
                     None => {
                         self.window.clear(settings.window);
@@ -772,7 +807,27 @@ impl Mode {
     }
 }
 
+/// The time, read from the caller's clock the first time it is asked for.
+struct LazyNanos<F> {
+    read: Option<F>,
+    at: u64,
+}
+
+impl<F: FnOnce() -> Instant> LazyNanos<F> {
+    fn get(&mut self) -> u64 {
+        if let Some(read) = self.read.take() {
+            self.at = nanos(read());
+        }
+        self.at
+    }
+}
+
 impl Settings {
+    /// Whether slow calls are counted (`slow_calls` was set).
+    const fn slow_on(&self) -> bool {
+        self.slow_nanos != u64::MAX
+    }
+
     /// The calls the window must hold before it may open: a count window holds no more
     /// than its size.
     fn minimum(&self) -> u32 {
@@ -1173,19 +1228,38 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_resilience4j_s() {
+    fn defaults_are_resilience4j_s_but_slow_calls_are_off() {
         let s = CircuitBreaker::new("d").settings;
         assert_eq!(s.name, "d");
         assert_eq!(s.failure_rate, 0.5);
         assert_eq!(s.window, WindowKind::Count(100));
         assert_eq!(s.minimum_calls, 100);
-        assert_eq!(s.slow_nanos, 60_000_000_000);
+        assert!(!s.slow_on());
         assert_eq!(s.slow_rate, 1.0);
         assert_eq!(s.open_nanos, 60_000_000_000);
         assert_eq!(s.growth, 2.0);
         assert_eq!(s.max_open_nanos, 600_000_000_000);
         assert_eq!(s.jitter, 0.1);
         assert_eq!(s.probes, 10);
+    }
+
+    #[test]
+    fn a_closed_count_window_without_slow_calls_reads_no_clock_on_success() {
+        let b = CircuitBreaker::new("no-clock")
+            .count_window(4)
+            .minimum_calls(4);
+        let never = || -> Instant { panic!("the clock was read") };
+        for _ in 0..10 {
+            let permit = b.try_acquire_at(never).unwrap();
+            b.record_at(permit, Outcome::Success, never);
+        }
+        // A failure that opens it needs the time, for the open duration's end.
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            let permit = b.try_acquire_at(never).unwrap();
+            b.record_at(permit, Outcome::Failure, || t0);
+        }
+        assert!(matches!(b.state(t0), CircuitState::Open { .. }));
     }
 
     #[test]
@@ -1571,7 +1645,11 @@ mod tests {
         b.close();
         let settings = b.settings;
         let mut state = b.lock();
-        let change = state.record(&settings, before, Outcome::Failure, nanos(t0));
+        let mut now = LazyNanos {
+            read: Some(|| t0),
+            at: 0,
+        };
+        let change = state.record(&settings, before, Outcome::Failure, &mut now);
         assert!(change.is_none());
         assert_eq!(state.window.tally(settings.window, nanos(t0)).calls, 0);
     }

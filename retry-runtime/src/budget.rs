@@ -390,8 +390,15 @@ impl RetryBudget {
     /// A call started: the ratio model counts it (it earns the next retries their share);
     /// the token bucket ignores it.
     pub fn deposit(&self, now: Instant) {
+        self.deposit_at(|| now);
+    }
+
+    /// [`deposit`](Self::deposit) with the time read only if the model needs it (the token
+    /// bucket does not): what a retried call does, so that it reads no clock it need not.
+    #[inline]
+    pub fn deposit_at(&self, now: impl FnOnce() -> Instant) {
         if let Model::Ratio(ratio) = &self.model {
-            let epoch = ratio.settings.epoch(now);
+            let epoch = ratio.settings.epoch(now());
             let mut window = lock(&ratio.window);
             let slot = window.slot(epoch);
             slot.deposits = slot.deposits.saturating_add(1);
@@ -406,8 +413,13 @@ impl RetryBudget {
     /// budget becomes spent (the first refusal after an allowed retry), and one INFO when a
     /// retry is allowed again after refusals; not one per refusal.
     pub fn try_withdraw(&self, now: Instant, timed_out: bool) -> bool {
+        self.try_withdraw_at(|| now, timed_out)
+    }
+
+    /// [`try_withdraw`](Self::try_withdraw) with the time read only if the model needs it.
+    pub fn try_withdraw_at(&self, now: impl FnOnce() -> Instant, timed_out: bool) -> bool {
         let (allowed, transition) = match &self.model {
-            Model::Ratio(ratio) => Self::withdraw_ratio(ratio, now),
+            Model::Ratio(ratio) => Self::withdraw_ratio(ratio, now()),
             Model::Bucket(bucket) => Self::withdraw_bucket(bucket, timed_out),
         };
         match transition {

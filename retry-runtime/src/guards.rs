@@ -10,14 +10,19 @@
 
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
+
 use crate::attempts::{
-    Attempts, DeadlinePassed, Ending, Failure, RetryCause, attempt_deadline, ends_the_call,
+    Attempts, DeadlinePassed, Ending, Failure, RetryCause, attempt_deadline, deadline,
+    ends_the_call,
 };
+use crate::breaker::BreakerOpen;
 use crate::breaker::{CircuitBreaker, Outcome, Permit};
 use crate::budget::RetryBudget;
 use crate::classify::Classified;
 use crate::error::{BoxError, GiveUpReason, MediaProcessingError};
 use crate::keyed::{GuardSource, Shared};
+use crate::limiter::RateLimited;
 use crate::limiter::RateLimiter;
 use crate::log::Site;
 use crate::policy::RetryPolicy;
@@ -91,69 +96,57 @@ impl Guards {
         self.budget.is_some()
     }
 
-    /// A call starts: the budget counts it. Returns the retry state, which pays each retry
-    /// from the budget.
-    fn start(&self, attempts: Attempts, now: impl FnOnce() -> Instant) -> Attempts {
-        if let Some(budget) = &self.budget {
-            budget.deposit(now());
-        }
-        attempts.with_budget(self.budget.clone())
-    }
-
     /// Lets the attempt about to run through the breaker, then the limiter (its fleet's
-    /// state read on this thread): the permit and the wait for it, or the give-up when one
-    /// refuses.
-    fn admit(&self, attempts: &Attempts, now: Instant) -> Result<Admitted, MediaProcessingError> {
-        let permit = self.pass_breaker(attempts, now)?;
+    /// state read on this thread): the permit and the wait for it, or the guard that
+    /// refused. The clock is read once, and only if a guard needs it.
+    fn admit(
+        &self,
+        now: &Clock<impl Fn() -> Instant>,
+        deadline: Option<Instant>,
+    ) -> Result<Admitted, Refusal> {
+        let permit = self.pass_breaker(now)?;
         let wait = match &self.limiter {
-            Some(limiter) => limiter.reserve_blocking(now, attempts.deadline()),
-            None => Ok(Duration::ZERO),
+            Some(limiter) => limiter
+                .reserve_blocking(now.now(), deadline)
+                .map_err(Refusal::Limited)?,
+            None => Duration::ZERO,
         };
-        admitted(attempts, permit, wait)
+        Ok(Admitted::new(permit, wait))
     }
 
     /// [`admit`](Self::admit) for an async call: a fleet's answer is awaited.
     async fn admit_async(
         &self,
-        attempts: &Attempts,
         now: Instant,
-    ) -> Result<Admitted, MediaProcessingError> {
-        let permit = self.pass_breaker(attempts, now)?;
+        deadline: Option<Instant>,
+    ) -> Result<Admitted, Refusal> {
+        let permit = self.pass_breaker(&Clock::at(now))?;
         let wait = match &self.limiter {
-            Some(limiter) => limiter.reserve_async(now, attempts.deadline()).await,
-            None => Ok(Duration::ZERO),
+            Some(limiter) => limiter
+                .reserve_async(now, deadline)
+                .await
+                .map_err(Refusal::Limited)?,
+            None => Duration::ZERO,
         };
-        admitted(attempts, permit, wait)
+        Ok(Admitted::new(permit, wait))
     }
 
-    /// The breaker's permit, or the give-up of a call it refuses.
-    fn pass_breaker(
-        &self,
-        attempts: &Attempts,
-        now: Instant,
-    ) -> Result<Option<Permit>, MediaProcessingError> {
-        let Some(breaker) = &self.breaker else {
-            return Ok(None);
-        };
-        match breaker.try_acquire(now) {
-            Ok(permit) => Ok(Some(permit)),
-            Err(open) => {
-                let reason = GiveUpReason::CircuitOpen {
-                    breaker: open.breaker,
-                    retry_in: open.retry_in,
-                };
-                // The task's "retry after": when the breaker lets the next probe through.
-                Err(attempts
-                    .refused(reason, open)
-                    .with_retry_after(open.retry_in))
-            }
+    /// The breaker's permit, if there is a breaker and it lets the attempt through.
+    fn pass_breaker(&self, now: &Clock<impl Fn() -> Instant>) -> Result<Option<Permit>, Refusal> {
+        match &self.breaker {
+            Some(breaker) => breaker
+                .try_acquire_at(|| now.now())
+                .map(Some)
+                .map_err(Refusal::Open),
+            None => Ok(None),
         }
     }
 
-    /// An attempt succeeded (`retried`: not the first).
+    /// An attempt succeeded (`retried`: not the first); the breaker reads the clock only if
+    /// it needs the time.
     fn succeeded(&self, admitted: &Admitted, retried: bool, now: impl FnOnce() -> Instant) {
         if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
-            breaker.record(permit, Outcome::Success, now());
+            breaker.record_at(permit, Outcome::Success, now);
         }
         if let Some(budget) = &self.budget {
             budget.succeeded(retried);
@@ -162,56 +155,110 @@ impl Guards {
 
     /// An attempt failed: what the breaker counts it as, and the server's hint, which pauses
     /// the limiter for every call that shares it.
-    fn failed(&self, admitted: &Admitted, seen: Seen, now: impl FnOnce() -> Instant) {
-        if self.breaker.is_none() && self.limiter.is_none() {
-            return;
-        }
-        let now = now();
+    fn failed(&self, admitted: &Admitted, seen: Seen, now: impl Fn() -> Instant) {
         if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
-            breaker.record(permit, seen.outcome, now);
+            breaker.record_at(permit, seen.outcome, &now);
         }
         // Only a retryable failure's hint: a per-day quota (not retried) says nothing about
         // the next minute's requests.
         if let (Some(limiter), Some(hint), Outcome::Failure) =
             (&self.limiter, seen.retry_after, seen.outcome)
         {
-            limiter.pause_for(now, hint);
+            limiter.pause_for(now(), hint);
         }
     }
 }
 
-/// An attempt the breaker let through, with the limiter's answer: admitted with the wait for
-/// its permit, or the give-up of a permit past the deadline. The breaker's permit of a call
-/// the limiter refuses is not recorded: the breaker gives a probe that never reports out
-/// again (see the README's "Circuit breaker").
-fn admitted(
-    attempts: &Attempts,
-    permit: Option<Permit>,
-    wait: Result<Duration, crate::limiter::RateLimited>,
-) -> Result<Admitted, MediaProcessingError> {
-    let wait = wait.map_err(|limited| {
-        let reason = GiveUpReason::RateLimited {
-            limiter: limited.limiter,
-            wait: limited.wait,
-        };
-        attempts
-            .refused(reason, limited)
-            .with_retry_after(Some(limited.wait))
-    })?;
-    // Under the testing mode every wait is zero, the limiter's too (its permit is taken).
-    let wait = if crate::testing::current().is_some() {
-        Duration::ZERO
-    } else {
-        wait
-    };
-    Ok(Admitted { permit, wait })
+/// The time of one step, read from the call's clock the first time a guard asks for it.
+struct Clock<F> {
+    read: F,
+    at: Cell<Option<Instant>>,
+}
+
+impl<F: Fn() -> Instant> Clock<F> {
+    fn new(read: F, at: Option<Instant>) -> Self {
+        Clock {
+            read,
+            at: Cell::new(at),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = (self.read)();
+        self.at.set(Some(at));
+        at
+    }
+}
+
+impl Clock<fn() -> Instant> {
+    /// A time read already.
+    fn at(now: Instant) -> Self {
+        Clock::new(Instant::now as fn() -> Instant, Some(now))
+    }
+}
+
+/// The guard that refused an attempt.
+enum Refusal {
+    Open(BreakerOpen),
+    Limited(RateLimited),
+}
+
+impl Refusal {
+    /// The give-up of the call it refused, which keeps when to come back as its "retry
+    /// after": the next probe, or the permit. The breaker's permit of a call the limiter
+    /// refuses is not recorded: the breaker gives a probe that never reports out again
+    /// (see the README's "Circuit breaker").
+    #[cold]
+    fn give_up(self, attempts: &Attempts) -> MediaProcessingError {
+        match self {
+            Refusal::Open(open) => {
+                let reason = GiveUpReason::CircuitOpen {
+                    breaker: open.breaker,
+                    retry_in: open.retry_in,
+                };
+                attempts
+                    .refused(reason, open)
+                    .with_retry_after(open.retry_in)
+            }
+            Refusal::Limited(limited) => {
+                let reason = GiveUpReason::RateLimited {
+                    limiter: limited.limiter,
+                    wait: limited.wait,
+                };
+                attempts
+                    .refused(reason, limited)
+                    .with_retry_after(Some(limited.wait))
+            }
+        }
+    }
 }
 
 /// An attempt let through: the breaker's permit, and the wait for the limiter's.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Admitted {
     permit: Option<Permit>,
     wait: Duration,
+}
+
+impl Admitted {
+    const NONE: Admitted = Admitted {
+        permit: None,
+        wait: Duration::ZERO,
+    };
+
+    fn new(permit: Option<Permit>, wait: Duration) -> Self {
+        // Under the testing mode every wait is zero, the limiter's too (its permit is
+        // taken). Read only when there is a wait.
+        let wait = if !wait.is_zero() && crate::testing::current().is_some() {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        Admitted { permit, wait }
+    }
 }
 
 /// What the guards learn of a failed attempt.
@@ -279,66 +326,114 @@ pub fn arguments<A>(args: &mut Option<A>, last: bool, fresh: impl Fn(&A) -> A) -
     }
 }
 
-/// One call under its guards: the retry state and the permit of the attempt running. Each
-/// method is one step of the loop; the loop itself only awaits or sleeps between them.
+/// One call under its guards: the permit of the attempt running, and after a failure the
+/// retry state. Each method is one step of the loop; the loop itself only awaits or sleeps
+/// between them. Nothing is made for the retries until an attempt fails, and the clock is
+/// read only for a guard that needs the time: the success path is the guards' own checks.
 #[derive(Debug)]
-pub struct GuardedCall {
+pub struct GuardedCall<'p> {
+    policy: &'p RetryPolicy,
+    site: Site,
+    started: Option<Instant>,
     guards: Guards,
-    attempts: Attempts,
+    /// The retry state, made at the first failure (or refusal).
+    attempts: Option<Attempts>,
     admitted: Admitted,
+    /// The time the budget read as the call started, for the first attempt's guards.
+    first_now: Option<Instant>,
 }
 
-impl GuardedCall {
+impl<'p> GuardedCall<'p> {
     /// A call that starts now (the budget counts it).
+    #[inline]
     pub fn start(
-        policy: &RetryPolicy,
+        policy: &'p RetryPolicy,
         site: Site,
         started: Option<Instant>,
         guards: Guards,
         now: impl FnOnce() -> Instant,
     ) -> Self {
-        let attempts = guards.start(Attempts::after_first(policy, site, started), now);
-        GuardedCall {
-            guards,
-            attempts,
-            admitted: Admitted {
-                permit: None,
-                wait: Duration::ZERO,
-            },
+        let mut first_now = started;
+        if let Some(budget) = &guards.budget {
+            budget.deposit_at(|| *first_now.get_or_insert_with(now));
         }
+        GuardedCall {
+            policy,
+            site,
+            started,
+            guards,
+            attempts: None,
+            admitted: Admitted::NONE,
+            first_now,
+        }
+    }
+
+    /// The retry state, made on first use.
+    fn attempts(&mut self) -> &mut Attempts {
+        let (policy, site, started, budget) =
+            (self.policy, self.site, self.started, &self.guards.budget);
+        self.attempts.get_or_insert_with(|| {
+            Attempts::after_first(policy, site, started).with_budget(budget.clone())
+        })
     }
 
     /// The next attempt passes the breaker and the limiter: the wait for its permit, or the
     /// give-up when one refuses.
-    pub fn admit(&mut self, now: Instant) -> Result<Duration, MediaProcessingError> {
-        self.admitted = self.guards.admit(&self.attempts, now)?;
-        Ok(self.admitted.wait)
+    #[inline]
+    pub fn admit(&mut self, now: impl Fn() -> Instant) -> Result<Duration, MediaProcessingError> {
+        let clock = Clock::new(now, self.first_now.take());
+        match self.guards.admit(&clock, self.deadline()) {
+            Ok(admitted) => {
+                self.admitted = admitted;
+                Ok(admitted.wait)
+            }
+            Err(refusal) => Err(refusal.give_up(self.attempts())),
+        }
     }
 
     /// [`admit`](Self::admit) for an async call: a fleet's answer is awaited.
-    pub async fn admit_async(&mut self, now: Instant) -> Result<Duration, MediaProcessingError> {
-        self.admitted = self.guards.admit_async(&self.attempts, now).await?;
-        Ok(self.admitted.wait)
+    pub async fn admit_async(
+        &mut self,
+        now: impl Fn() -> Instant,
+    ) -> Result<Duration, MediaProcessingError> {
+        if !self.guards.limiter.as_ref().is_some_and(|l| l.is_shared()) {
+            return self.admit(now);
+        }
+        let now = self.first_now.take().unwrap_or_else(now);
+        match self.guards.admit_async(now, self.deadline()).await {
+            Ok(admitted) => {
+                self.admitted = admitted;
+                Ok(admitted.wait)
+            }
+            Err(refusal) => Err(refusal.give_up(self.attempts())),
+        }
     }
 
     /// Whether the attempt about to run is the last one allowed.
     #[inline]
     pub fn is_last(&self) -> bool {
-        self.attempts.is_last()
+        match &self.attempts {
+            Some(attempts) => attempts.is_last(),
+            None => self.policy.max_retries() <= 1,
+        }
     }
 
     /// When the whole call must be over, if the policy has a `timeout`.
     #[inline]
     pub fn deadline(&self) -> Option<Instant> {
-        self.attempts.deadline()
+        match &self.attempts {
+            Some(attempts) => attempts.deadline(),
+            None => deadline(self.policy, self.started),
+        }
     }
 
     /// The attempt succeeded: the breaker and the budget learn it; after retries, it is logged.
+    #[inline]
     pub fn succeeded(&mut self, now: impl FnOnce() -> Instant) {
-        let retried = self.attempts.attempt() > 1;
+        let retried = self.attempts.is_some();
         self.guards.succeeded(&self.admitted, retried, now);
-        if retried {
-            self.attempts.succeeded();
+        if let Some(attempts) = &self.attempts {
+            attempts.succeeded();
         }
     }
 
@@ -355,7 +450,7 @@ impl GuardedCall {
         now: impl Fn() -> Instant,
     ) -> Result<Duration, Ending<E>> {
         let mut seen = Seen::of(&failure);
-        let decision = self.attempts.after(
+        let decision = self.attempts().after(
             failure,
             reading(&read, &mut seen),
             text,
@@ -376,11 +471,11 @@ impl GuardedCall {
         read: impl Fn(&E) -> Classified,
         text: impl Fn(&E) -> String,
         keep: impl FnOnce(E) -> Option<BoxError>,
-        now: impl FnOnce() -> Instant,
+        now: impl Fn() -> Instant,
     ) -> Ending<E> {
         let mut seen = Seen::of(&failure);
         let ending = self
-            .attempts
+            .attempts()
             .after_last(failure, reading(&read, &mut seen), text, keep);
         if let Some(seen) = seen {
             self.guards.failed(&self.admitted, seen, now);
@@ -393,15 +488,15 @@ impl GuardedCall {
     pub fn deadline_passed(
         &mut self,
         passed: DeadlinePassed,
-        now: impl FnOnce() -> Instant,
+        now: impl Fn() -> Instant,
     ) -> MediaProcessingError {
         self.guards.failed(&self.admitted, Seen::CUT_OFF, now);
-        self.attempts.deadline_passed(passed)
+        self.attempts().deadline_passed(passed)
     }
 
     /// The give-up of a loop with no attempt left (not reached).
-    pub fn ran_out(&self) -> MediaProcessingError {
-        self.attempts.ran_out()
+    pub fn ran_out(&mut self) -> MediaProcessingError {
+        self.attempts().ran_out()
     }
 }
 
@@ -443,7 +538,7 @@ pub fn guarded_blocking<A, T, E>(
     let mut call = GuardedCall::start(policy, site, started, guards, now_current);
     let mut args = Some(args);
     loop {
-        let wait = call.admit(now_current()).map_err(Ending::GaveUp)?;
+        let wait = call.admit(now_current).map_err(Ending::GaveUp)?;
         if !wait.is_zero() {
             sleep_current(wait);
         }
@@ -488,7 +583,7 @@ where
 {
     let mut call = GuardedCall::start(policy, site, started, guards, Tm::now);
     loop {
-        let wait = call.admit_async(Tm::now()).await.map_err(Ending::GaveUp)?;
+        let wait = call.admit_async(Tm::now).await.map_err(Ending::GaveUp)?;
         if !wait.is_zero() {
             Tm::sleep(wait).await;
         }

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 /// clock is made when the runtime is) still reads as a time after the origin.
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
 
+#[inline]
 fn origin() -> Instant {
+    if let Some(origin) = ORIGIN.get() {
+        return *origin;
+    }
     *ORIGIN.get_or_init(|| {
         let now = Instant::now();
         now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
@@ -19,10 +23,14 @@ fn origin() -> Instant {
 }
 
 /// `at` as nanoseconds since the origin (zero for a time before it; saturating far after).
+/// In `u64` arithmetic, not `as_nanos`' `u128`: a guard converts the time on every call.
 #[inline]
 pub(crate) fn nanos(at: Instant) -> u64 {
     let since = at.saturating_duration_since(origin());
-    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    since
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(since.subsec_nanos()))
 }
 
 /// The instant `nanos` after the origin (the origin itself if that is not representable).

@@ -6,13 +6,18 @@ use std::sync::{Mutex, PoisonError};
 
 /// Builds the example `name` (once per test binary) and returns its path.
 pub fn binary(name: &str) -> PathBuf {
+    binary_with(name, &[])
+}
+
+/// [`binary`] with these cargo arguments too (`["--features", "redis"]`).
+pub fn binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     // Held while building, so that parallel tests build each example once.
     let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, path)) = built.iter().find(|(built, _)| built == name) {
         return path.clone();
     }
-    let path = build(name);
+    let path = build(name, cargo_args);
     built.push((name.to_owned(), path.clone()));
     path
 }
@@ -46,11 +51,12 @@ pub fn cargo() -> Command {
     cargo
 }
 
-fn build(name: &str) -> PathBuf {
+fn build(name: &str, cargo_args: &[&str]) -> PathBuf {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let mut cargo = cargo();
     let output = cargo
         .args(["build", "--example", name, "--manifest-path", manifest])
+        .args(cargo_args)
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()

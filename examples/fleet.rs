@@ -1,0 +1,290 @@
+//! A fleet of worker processes against one API quota: the quota belongs to the API key, not
+//! to a process, so the workers share one rate limit kept in Redis (the README's "When one
+//! process is not enough").
+//!
+//! ```text
+//! cargo run --example fleet --features redis -- --redis redis://127.0.0.1:6379   # shared
+//! cargo run --example fleet --features redis                                     # per process
+//! cargo run --example fleet --features redis -- --workers 8 --seconds 10 --redis redis://..
+//! ```
+//!
+//! The coordinator (no `--worker`) starts `fault-server` on 127.0.0.1 as the API: it allows
+//! `QUOTA` requests in each second and answers 429 with `Retry-After: 1` beyond them. It then
+//! starts `--workers` copies of itself with `--worker`, each running `--callers` tasks that
+//! call an annotated `async fn` in a loop for `--seconds`, and prints what the server saw:
+//! requests, 429s and the rate of answered requests against the quota. With `--redis` every
+//! worker's limiter is the fleet's (`RateLimiter::shared`); without it each worker keeps the
+//! whole quota for itself, as a per-process limiter does, and together they overshoot it.
+//!
+//! A worker whose Redis stops answering goes on with its own limiter at `1/workers` of the
+//! quota (`Fallback::Share`), logs one WARN when it switches and one when Redis answers
+//! again, and every task still ends done or failed. Each worker prints one JSON line on
+//! stdout at its end: `{"worker":..,"tasks":..,"done":..,"failed":..}`.
+
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use fault_server::{Fault, FaultKind, FaultServer};
+use resilience::http::{HttpError, error_for_status};
+use resilience::limiter::RateLimiter;
+use resilience::redis::{Fallback, RedisState};
+use resilience::{MediaProcessingError, retry_with_backoff};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Requests a second the API allows: its quota, which the fleet's limiter is set to.
+const QUOTA: u32 = 40;
+
+/// Where the fleet's limits are kept: a call to Redis waits at most 50 ms; while Redis is
+/// away each worker takes its share of the quota (`set_share`, the number of workers).
+static FLEET: RedisState = RedisState::new("fleet")
+    .timeout(Duration::from_millis(50))
+    .fallback(Fallback::Share(1));
+
+/// The API's quota, shared by the fleet through Redis.
+static SHARED_QUOTA: RateLimiter = RateLimiter::per_second("api", QUOTA).shared(&FLEET);
+
+/// The same quota, kept by each process for itself.
+static OWN_QUOTA: RateLimiter = RateLimiter::per_second("api", QUOTA);
+
+/// A fleet of workers against one API quota.
+#[derive(Debug, Parser)]
+#[command(override_usage = "cargo run --example fleet --features redis -- [OPTIONS]")]
+struct Args {
+    /// Redis for the shared limits (`redis://host:port`); without it, per-process limits
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// How many worker processes
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    /// Concurrent tasks in each worker
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    callers: u32,
+    /// How long the workers run
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    /// Run as one worker against `--api` (the coordinator starts them)
+    #[arg(long, requires = "api")]
+    worker: bool,
+    /// The API a worker calls
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    #[error(transparent)]
+    GaveUp(#[from] MediaProcessingError),
+}
+
+async fn call(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
+    let response = client.get(url).send().await?;
+    error_for_status(response).await?;
+    Ok(())
+}
+
+/// One task, under the fleet's limit. A 429's `Retry-After` pauses the limit for the whole
+/// fleet; the retries wait it out.
+#[retry_with_backoff(max_retries = 4, base_delay = 0.2, max_delay = 2.0, limiter = SHARED_QUOTA)]
+async fn task_shared(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
+    call(client, url).await
+}
+
+/// The same task under this process's own limit.
+#[retry_with_backoff(max_retries = 4, base_delay = 0.2, max_delay = 2.0, limiter = OWN_QUOTA)]
+async fn task_own(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
+    call(client, url).await
+}
+
+/// One worker: `callers` tasks in a loop until `seconds` are up; then its JSON line.
+async fn worker(args: &Args, api: &str) -> anyhow::Result<()> {
+    let shared = match &args.redis {
+        Some(url) => {
+            FLEET.set_share(args.workers);
+            // A Redis that is not there yet is not fatal: the limits are this process's
+            // until it answers.
+            if let Err(error) = FLEET.connect(url).await {
+                tracing::info!("Redis at {url}: {error}; starting with this process's limits");
+            }
+            true
+        }
+        None => false,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..args.callers {
+        let (client, url, counts) = (client.clone(), api.to_owned(), Arc::clone(&counts));
+        callers.spawn(async move {
+            while Instant::now() < until {
+                counts[0].fetch_add(1, Ordering::Relaxed);
+                let outcome = if shared {
+                    task_shared(&client, &url).await
+                } else {
+                    task_own(&client, &url).await
+                };
+                let slot = if outcome.is_ok() { 1 } else { 2 };
+                counts[slot].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while let Some(joined) = callers.join_next().await {
+        joined.context("a task of the worker panicked")?;
+    }
+    let [tasks, done, failed] = counts.as_ref();
+    println!(
+        "{}",
+        serde_json::json!({
+            "worker": std::process::id(),
+            "tasks": tasks.load(Ordering::Relaxed),
+            "done": done.load(Ordering::Relaxed),
+            "failed": failed.load(Ordering::Relaxed),
+        })
+    );
+    Ok(())
+}
+
+/// The API: `QUOTA` requests in each second since it started, 429 beyond.
+async fn quota_server() -> anyhow::Result<(FaultServer, Instant)> {
+    let started = Instant::now();
+    let window = std::sync::Mutex::new((0u64, 0u32));
+    let server = FaultServer::respond_with(move |_| {
+        let second = started.elapsed().as_secs();
+        let mut window = window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        window.1 += 1;
+        if window.1 > QUOTA {
+            Fault::status(429, "quota exceeded").with_header("Retry-After", "1")
+        } else {
+            Fault::ok("ok")
+        }
+    })
+    .await?;
+    Ok((server, started))
+}
+
+/// The coordinator: the API, the workers, and what the API saw.
+async fn coordinate(args: &Args) -> anyhow::Result<()> {
+    let (server, started) = quota_server().await?;
+    let me = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    for _ in 0..args.workers {
+        let mut command = tokio::process::Command::new(&me);
+        command
+            .args(["--worker", "--api", &server.url("/v1/generate")])
+            .args(["--workers", &args.workers.to_string()])
+            .args(["--callers", &args.callers.to_string()])
+            .args(["--seconds", &args.seconds.to_string()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(url) = &args.redis {
+            command.args(["--redis", url]);
+        }
+        workers.push(command.spawn().context("start a worker")?);
+    }
+    let mut lost = 0;
+    let mut reports = Vec::new();
+    for mut worker in workers {
+        let stdout = worker.stdout.take().context("the worker's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let report = lines.next_line().await?.unwrap_or_default();
+        let status = worker.wait().await?;
+        let parsed: serde_json::Value = serde_json::from_str(&report)
+            .with_context(|| format!("a worker's report ({status}): {report:?}"))?;
+        let count = |field: &str| parsed[field].as_u64().unwrap_or(0);
+        lost += count("tasks") - count("done") - count("failed");
+        println!(
+            "worker {}: {} tasks, {} done, {} failed",
+            parsed["worker"],
+            count("tasks"),
+            count("done"),
+            count("failed")
+        );
+        reports.push(parsed);
+    }
+    let served = server.served();
+    let too_many = server
+        .faults()
+        .iter()
+        .filter(|kind| **kind == FaultKind::Respond(429))
+        .count();
+    let ok = served.len() - too_many;
+    // The steady state: from the first second to the end of the run.
+    let from = started + Duration::from_secs(1);
+    let to = started + Duration::from_secs(args.seconds);
+    let steady = served
+        .iter()
+        .zip(server.faults())
+        .filter(|(s, kind)| {
+            s.received >= from && s.received < to && *kind != FaultKind::Respond(429)
+        })
+        .count();
+    let rate = steady as f64 / (args.seconds as f64 - 1.0).max(1.0);
+    let mode = if args.redis.is_some() {
+        "one limit in Redis"
+    } else {
+        "a limit per process"
+    };
+    println!(
+        "{} workers, {mode}: {} requests, {too_many} answered 429, {ok} answered 200; {rate:.1} answered/s in the steady state against a quota of {QUOTA}/s; tasks lost: {lost}",
+        args.workers,
+        served.len(),
+    );
+    // The same, for `tests/fleet.rs`.
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": served.len(),
+            "too_many": too_many,
+            "ok": ok,
+            "rate": rate,
+            "quota": QUOTA,
+            "tasks": reports.iter().map(|r| r["tasks"].as_u64().unwrap_or(0)).sum::<u64>(),
+            "lost": lost,
+        })
+    );
+    if lost != 0 {
+        bail!("{lost} task(s) ended neither done nor failed");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // The switches to and from Redis, and errors; not every retry of the per-process run.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("error,resilience::redis=warn,fleet=info")
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let outcome = match (&args.api, args.worker) {
+        (Some(api), true) => worker(&args, api).await,
+        _ => coordinate(&args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fleet: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
