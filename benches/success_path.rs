@@ -1,6 +1,6 @@
 //! What a successful first attempt costs, in instructions: the same small functions called
-//! plainly, under `#[retry_with_backoff]` (with and without `timeout`), and under backon's
-//! and tryhard's retries. `scripts/callgrind.sh` runs each case under callgrind and prints
+//! plainly, under `#[retry_with_backoff]` (with and without `timeout`, and with each guard:
+//! `breaker =`, `limiter =`, `budget =`, all three), and under backon's and tryhard's retries. `scripts/callgrind.sh` runs each case under callgrind and prints
 //! the table; this binary is its target.
 //!
 //! Instruction counts are the measure, not seconds: they repeat exactly on a busy machine.
@@ -25,6 +25,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use backon::{BlockingRetryable as _, ExponentialBuilder, Retryable as _};
+use resilience::breaker::CircuitBreaker;
+use resilience::budget::RetryBudget;
+use resilience::limiter::RateLimiter;
 use resilience::retry_with_backoff;
 
 /// Calls per case under callgrind (and `cargo bench`): enough that the program's start-up,
@@ -72,6 +75,72 @@ fn attribute_timeout(x: u64, factor: u32) -> io::Result<u64> {
 #[inline(never)]
 fn clock(x: u64, factor: u32) -> io::Result<u64> {
     black_box(Instant::now());
+    if x == u64::MAX {
+        return Err(refused());
+    }
+    Ok(x.wrapping_mul(u64::from(factor)))
+}
+
+// --- sync, under guards ------------------------------------------------------------------
+//
+// Each function has `static` guards of its own, on their success path: a closed breaker (the
+// default settings), a limiter that is always free (10^9 permits a second, bursts of 10^9: a
+// million calls advance it a millisecond), a ratio budget (Finagle's) or a token bucket
+// (AWS's). A guarded call reads the clock (the `clock` case is one read): once before the
+// attempt, and once more for the breaker after its success and for the budget at the start.
+
+/// A limiter that never refuses here.
+const fn free_limiter(name: &'static str) -> RateLimiter {
+    RateLimiter::per_second(name, 1_000_000_000).burst(1_000_000_000)
+}
+
+static BREAKER: CircuitBreaker = CircuitBreaker::new("breaker");
+static LIMITER: RateLimiter = free_limiter("limiter");
+static BUDGET: RetryBudget = RetryBudget::ratio("budget", 0.2);
+static BUCKET: RetryBudget = RetryBudget::token_bucket("bucket", 500);
+static ALL_BREAKER: CircuitBreaker = CircuitBreaker::new("all");
+static ALL_LIMITER: RateLimiter = free_limiter("all");
+static ALL_BUDGET: RetryBudget = RetryBudget::ratio("all", 0.2);
+
+#[inline(never)]
+#[retry_with_backoff(breaker = BREAKER)]
+fn attribute_breaker(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(refused());
+    }
+    Ok(x.wrapping_mul(u64::from(factor)))
+}
+
+#[inline(never)]
+#[retry_with_backoff(limiter = LIMITER)]
+fn attribute_limiter(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(refused());
+    }
+    Ok(x.wrapping_mul(u64::from(factor)))
+}
+
+#[inline(never)]
+#[retry_with_backoff(budget = BUDGET)]
+fn attribute_budget(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(refused());
+    }
+    Ok(x.wrapping_mul(u64::from(factor)))
+}
+
+#[inline(never)]
+#[retry_with_backoff(budget = BUCKET)]
+fn attribute_budget_bucket(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(refused());
+    }
+    Ok(x.wrapping_mul(u64::from(factor)))
+}
+
+#[inline(never)]
+#[retry_with_backoff(breaker = ALL_BREAKER, limiter = ALL_LIMITER, budget = ALL_BUDGET)]
+fn attribute_guards(x: u64, factor: u32) -> io::Result<u64> {
     if x == u64::MAX {
         return Err(refused());
     }
@@ -166,6 +235,21 @@ const CASES: &[Case] = &[
         attribute_timeout(x, f).unwrap_or(0)
     }),
     ("clock", |x, f| clock(x, f).unwrap_or(0)),
+    ("attribute_breaker", |x, f| {
+        attribute_breaker(x, f).unwrap_or(0)
+    }),
+    ("attribute_limiter", |x, f| {
+        attribute_limiter(x, f).unwrap_or(0)
+    }),
+    ("attribute_budget", |x, f| {
+        attribute_budget(x, f).unwrap_or(0)
+    }),
+    ("attribute_budget_bucket", |x, f| {
+        attribute_budget_bucket(x, f).unwrap_or(0)
+    }),
+    ("attribute_guards", |x, f| {
+        attribute_guards(x, f).unwrap_or(0)
+    }),
     ("backon", |x, f| {
         (|| plain(x, f))
             .retry(ExponentialBuilder::default())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per successful call, counted by callgrind, for every case of
-# benches/success_path.rs: plain calls, `#[retry_with_backoff]` (with and without `timeout`),
+# benches/success_path.rs: plain calls, `#[retry_with_backoff]` (with and without `timeout`, and
+# with each guard: `breaker =`, `limiter =`, `budget =` as a ratio or a token bucket, all three),
 # backon and tryhard, sync and async; and the sizes of the async functions' futures.
 #
 #   scripts/callgrind.sh              # every case
@@ -20,13 +21,20 @@ fi
 
 # Cases in the order of the table, each with its baseline and the issue's target (extra
 # instructions over the baseline), where it sets one. `timeout` may also spend one clock read:
-# the `clock` case measures it.
+# the `clock` case measures it. A guarded call reads the clock once before its attempt, once
+# more after its success for a breaker and once at its start for a budget; the guards' own
+# target is in time (< 50 ns a guard, `benches/guards.rs`), so they have none here.
 #   case                    baseline      target
 cases=(
     "plain                   -             -"
     "attribute               plain         5"
     "attribute_timeout       plain         5+clock"
     "clock                   plain         -"
+    "attribute_breaker       attribute     -"
+    "attribute_limiter       attribute     -"
+    "attribute_budget        attribute     -"
+    "attribute_budget_bucket attribute     -"
+    "attribute_guards        attribute     -"
     "backon                  plain         -"
     "string_plain            -             -"
     "string_attribute        string_plain  -"

@@ -7,7 +7,9 @@
 //! and borrowed arguments, with and without `timeout`, the attribute and the closure API;
 //! that a by-value `String` costs exactly its one copy; and that deciding to retry after an
 //! `io::Error` allocates nothing either when no subscriber records the event (its text is
-//! formatted only for one that does). No tracing subscriber is installed in this binary.
+//! formatted only for one that does); and that a call under guards (a breaker, a limiter and a
+//! budget, `static`s or a keyed guard's existing key) allocates nothing on its success path
+//! either. No tracing subscriber is installed in this binary.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +18,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use resilience::attempts::Attempts;
+use resilience::breaker::CircuitBreaker;
+use resilience::budget::RetryBudget;
 use resilience::classify::explain;
+use resilience::keyed::Keyed;
+use resilience::limiter::RateLimiter;
 use resilience::log::Site;
 use resilience::{BlockingRetryable, BoxError, RetryPolicy, retry_with_backoff};
 
@@ -182,6 +188,82 @@ fn deciding_to_retry_a_typed_error_allocates_nothing() {
     // The defaults (README, "Delays"): the wait before attempt 2 is 2 s plus jitter below 1 s.
     let wait = decision.expect("a reset is retried");
     assert!((2.0..3.0).contains(&wait.as_secs_f64()), "{wait:?}");
+}
+
+/// A limiter that never refuses in these tests: 10^9 permits a second, as many at once.
+const fn free_limiter(name: &'static str) -> RateLimiter {
+    RateLimiter::per_second(name, 1_000_000_000).burst(1_000_000_000)
+}
+
+static SYNC_BREAKER: CircuitBreaker = CircuitBreaker::new("alloc-sync");
+static SYNC_LIMITER: RateLimiter = free_limiter("alloc-sync");
+static SYNC_BUDGET: RetryBudget = RetryBudget::ratio("alloc-sync", 0.2);
+static SYNC_BUCKET: RetryBudget = RetryBudget::token_bucket("alloc-sync", 500);
+
+#[retry_with_backoff(breaker = SYNC_BREAKER, limiter = SYNC_LIMITER, budget = SYNC_BUDGET)]
+fn guarded(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
+    Ok(x * u64::from(factor))
+}
+
+#[retry_with_backoff(breaker = SYNC_BREAKER, limiter = SYNC_LIMITER, budget = SYNC_BUCKET)]
+fn guarded_by_a_bucket(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
+    Ok(x * u64::from(factor))
+}
+
+#[test]
+fn a_sync_call_under_a_breaker_a_limiter_and_a_budget_allocates_nothing() {
+    assert_eq!(allocations(|| guarded(7, 3).ok()), (0, Some(21)));
+    assert_eq!(
+        allocations(|| guarded_by_a_bucket(7, 3).ok()),
+        (0, Some(21))
+    );
+}
+
+static ASYNC_BREAKER: CircuitBreaker = CircuitBreaker::new("alloc-async");
+static ASYNC_LIMITER: RateLimiter = free_limiter("alloc-async");
+static ASYNC_BUDGET: RetryBudget = RetryBudget::ratio("alloc-async", 0.2);
+
+#[retry_with_backoff(breaker = ASYNC_BREAKER, limiter = ASYNC_LIMITER, budget = ASYNC_BUDGET)]
+async fn guarded_later(x: u64, factor: u32) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
+    Ok(x * u64::from(factor))
+}
+
+#[test]
+fn an_async_call_under_a_breaker_a_limiter_and_a_budget_allocates_nothing() {
+    let (count, value) = allocations(|| poll_to_completion(guarded_later(7, 3)).ok());
+    assert_eq!((count, value), (0, Some(21)));
+}
+
+static PER_MODEL: Keyed<CircuitBreaker> = Keyed::new(CircuitBreaker::new("alloc-per-model"));
+
+#[retry_with_backoff(breaker = PER_MODEL.key(model))]
+fn keyed_call(model: &str, x: u64) -> io::Result<u64> {
+    if x == u64::MAX {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
+    Ok(x + model.len() as u64)
+}
+
+/// A key already held is a lookup under the map's lock and a shared count's increment: nothing
+/// allocated, for the lookup as for a call through it. A new key does allocate: its owned copy
+/// (`String`), its guard's `Arc`, and the map's table when it grows.
+#[test]
+fn a_keyed_guard_allocates_only_for_a_new_key() {
+    // The first run of each (the warm-up) makes the key; the counted one finds it.
+    let (count, _) = allocations(|| PER_MODEL.key("model-a"));
+    assert_eq!(count, 0, "looking up an existing key allocated");
+    assert_eq!(allocations(|| keyed_call("model-b", 7).ok()), (0, Some(14)));
+    let new_key = allocation_counter::measure(|| drop(PER_MODEL.key("model-c")));
+    assert!(new_key.count_total >= 2, "{new_key:?}");
 }
 
 /// The counter itself works: without this, a broken one would pass every test above.
