@@ -52,6 +52,7 @@ pub struct Guards {
 
 impl Guards {
     /// No guards.
+    #[inline]
     pub const fn new() -> Self {
         Self {
             breaker: None,
@@ -62,6 +63,7 @@ impl Guards {
 
     /// Each attempt asks `breaker` first; an open circuit ends the call at once.
     #[must_use]
+    #[inline(always)]
     pub fn breaker(mut self, breaker: impl GuardSource<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker.shared());
         self
@@ -69,6 +71,7 @@ impl Guards {
 
     /// Each attempt waits for a permit of `limiter`; a server's hint pauses it for every call.
     #[must_use]
+    #[inline(always)]
     pub fn limiter(mut self, limiter: impl GuardSource<RateLimiter>) -> Self {
         self.limiter = Some(limiter.shared());
         self
@@ -76,6 +79,7 @@ impl Guards {
 
     /// Each retry is paid from `budget`; a spent budget ends the call at once.
     #[must_use]
+    #[inline(always)]
     pub fn budget(mut self, budget: impl GuardSource<RetryBudget>) -> Self {
         self.budget = Some(budget.shared());
         self
@@ -99,6 +103,7 @@ impl Guards {
     /// Lets the attempt about to run through the breaker, then the limiter (its fleet's
     /// state read on this thread): the permit and the wait for it, or the guard that
     /// refused. The clock is read once, and only if a guard needs it.
+    #[inline]
     fn admit(
         &self,
         now: &Clock<impl Fn() -> Instant>,
@@ -132,6 +137,7 @@ impl Guards {
     }
 
     /// The breaker's permit, if there is a breaker and it lets the attempt through.
+    #[inline]
     fn pass_breaker(&self, now: &Clock<impl Fn() -> Instant>) -> Result<Option<Permit>, Refusal> {
         match &self.breaker {
             Some(breaker) => breaker
@@ -144,6 +150,7 @@ impl Guards {
 
     /// An attempt succeeded (`retried`: not the first); the breaker reads the clock only if
     /// it needs the time.
+    #[inline]
     fn succeeded(&self, admitted: &Admitted, retried: bool, now: impl FnOnce() -> Instant) {
         if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
             breaker.record_at(permit, Outcome::Success, now);
@@ -176,6 +183,7 @@ struct Clock<F> {
 }
 
 impl<F: Fn() -> Instant> Clock<F> {
+    #[inline]
     fn new(read: F, at: Option<Instant>) -> Self {
         Clock {
             read,
@@ -183,6 +191,7 @@ impl<F: Fn() -> Instant> Clock<F> {
         }
     }
 
+    #[inline]
     fn now(&self) -> Instant {
         if let Some(at) = self.at.get() {
             return at;
@@ -249,6 +258,7 @@ impl Admitted {
         wait: Duration::ZERO,
     };
 
+    #[inline]
     fn new(permit: Option<Permit>, wait: Duration) -> Self {
         // Under the testing mode every wait is zero, the limiter's too (its permit is
         // taken). Read only when there is a wait.
@@ -336,8 +346,9 @@ pub struct GuardedCall<'p> {
     site: Site,
     started: Option<Instant>,
     guards: Guards,
-    /// The retry state, made at the first failure (or refusal).
-    attempts: Option<Attempts>,
+    /// The retry state, made at the first failure (or refusal); boxed, so that the call's
+    /// state stays small to move on the success path.
+    attempts: Option<Box<Attempts>>,
     admitted: Admitted,
     /// The time the budget read as the call started, for the first attempt's guards.
     first_now: Option<Instant>,
@@ -369,11 +380,12 @@ impl<'p> GuardedCall<'p> {
     }
 
     /// The retry state, made on first use.
+    #[cold]
     fn attempts(&mut self) -> &mut Attempts {
         let (policy, site, started, budget) =
             (self.policy, self.site, self.started, &self.guards.budget);
         self.attempts.get_or_insert_with(|| {
-            Attempts::after_first(policy, site, started).with_budget(budget.clone())
+            Box::new(Attempts::after_first(policy, site, started).with_budget(budget.clone()))
         })
     }
 

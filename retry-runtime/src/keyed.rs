@@ -31,8 +31,14 @@ pub struct Shared<G: 'static>(Holder<G>);
 
 enum Holder<G: 'static> {
     Static(&'static G),
-    /// One key's guard, and the name a fleet knows its state by.
-    Keyed(Arc<G>, Option<Arc<str>>),
+    /// One key's guard: one pointer, so that a call moves little.
+    Keyed(Arc<KeyState<G>>),
+}
+
+/// One key's guard, and the name a fleet knows its state by.
+struct KeyState<G> {
+    guard: G,
+    name: Option<Arc<str>>,
 }
 
 impl<G> Shared<G> {
@@ -46,7 +52,7 @@ impl<G> Shared<G> {
     pub fn key_name(&self) -> Option<&str> {
         match &self.0 {
             Holder::Static(_) => None,
-            Holder::Keyed(_, name) => name.as_deref(),
+            Holder::Keyed(state) => state.name.as_deref(),
         }
     }
 }
@@ -58,7 +64,7 @@ impl<G> Deref for Shared<G> {
     fn deref(&self) -> &G {
         match &self.0 {
             Holder::Static(guard) => guard,
-            Holder::Keyed(guard, _) => guard,
+            Holder::Keyed(state) => &state.guard,
         }
     }
 }
@@ -67,7 +73,7 @@ impl<G> Clone for Shared<G> {
     fn clone(&self) -> Self {
         Shared(match &self.0 {
             Holder::Static(guard) => Holder::Static(guard),
-            Holder::Keyed(guard, name) => Holder::Keyed(Arc::clone(guard), name.clone()),
+            Holder::Keyed(state) => Holder::Keyed(Arc::clone(state)),
         })
     }
 }
@@ -156,9 +162,7 @@ struct Entries<G: 'static, K> {
 }
 
 struct Entry<G> {
-    guard: Arc<G>,
-    /// The key's name in a fleet's backend (see [`KeyedGuard::key_name`]).
-    name: Option<Arc<str>>,
+    state: Arc<KeyState<G>>,
     last_used: u64,
 }
 
@@ -220,7 +224,7 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
         });
         if let Some(entry) = entries.map.get_mut(key) {
             entry.last_used = now;
-            return Shared(Holder::Keyed(Arc::clone(&entry.guard), entry.name.clone()));
+            return Shared(Holder::Keyed(Arc::clone(&entry.state)));
         }
         // A new key: the map may grow, so drop what is idle first (at most once per idle
         // period, so that a stream of new keys does not rescan every time), then the least
@@ -246,17 +250,18 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
             // Found by pointer identity above; looked up again by value to remove it.
             entries.map.retain(|key, _| !std::ptr::eq(key, oldest));
         }
-        let guard = Arc::new(self.template.fresh());
-        let name = self.template.key_name(&key);
+        let state = Arc::new(KeyState {
+            guard: self.template.fresh(),
+            name: self.template.key_name(&key),
+        });
         entries.map.insert(
             key.to_owned(),
             Entry {
-                guard: Arc::clone(&guard),
-                name: name.clone(),
+                state: Arc::clone(&state),
                 last_used: now,
             },
         );
-        Shared(Holder::Keyed(guard, name))
+        Shared(Holder::Keyed(state))
     }
 
     /// How many keys are held now.
