@@ -39,10 +39,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 const QUOTA: u32 = 40;
 
 /// Where the fleet's limits are kept: a call to Redis waits at most 50 ms; while Redis is
-/// away each worker takes its share of the quota (`set_share`, the number of workers).
-static FLEET: RedisState = RedisState::new("fleet")
-    .timeout(Duration::from_millis(50))
-    .fallback(Fallback::Share(1));
+/// away each worker takes its share of the quota (`set_fallback`, with the number of workers).
+static FLEET: RedisState = RedisState::new("fleet").timeout(Duration::from_millis(50));
 
 /// The API's quota, shared by the fleet through Redis.
 static SHARED_QUOTA: RateLimiter = RateLimiter::per_second("api", QUOTA).shared(&FLEET);
@@ -107,7 +105,7 @@ async fn task_own(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
 async fn worker(args: &Args, api: &str) -> anyhow::Result<()> {
     let shared = match &args.redis {
         Some(url) => {
-            FLEET.set_share(args.workers);
+            FLEET.set_fallback(Fallback::Share(args.workers));
             // A Redis that is not there yet is not fatal: the limits are this process's
             // until it answers.
             if let Err(error) = FLEET.connect(url).await {

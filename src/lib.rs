@@ -10,11 +10,14 @@ pub use retry_runtime::grpc;
 pub use retry_runtime::{
     AttemptTimedOut, BlockingRetryable, BoxError, Classified, Classify, DeadlineExceeded,
     GiveUpReason, InvalidPolicy, MediaProcessingError, PolicyBuilder, RetryCause, RetryError,
-    RetryPolicy, Rule, Verdict, attempts, backoff, breaker, budget, classify, error, guards, hint,
-    http, keyed, limiter, log, policy, redact, retry, sleep, stats, strategy, testing, timer,
+    RetryPolicy, Rule, Verdict, attempts, backoff, breaker, budget, classify, error, fleet, guards,
+    hint, http, keyed, limiter, log, policy, redact, retry, sleep, stats, strategy, testing, timer,
 };
 
 mod async_expansion;
+#[cfg(feature = "redis")]
+#[path = "redis_state.rs"]
+pub mod redis;
 pub mod requirements;
 #[cfg(feature = "tokio")]
 mod retryable;

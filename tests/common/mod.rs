@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod example;
+pub mod redis;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
