@@ -339,6 +339,9 @@ impl RedisState {
     }
 }
 
+// The breaker's and the budget's steps: not yet kept in Redis (the defaults: unavailable).
+impl retry_runtime::fleet::FleetGuards for RedisState {}
+
 impl FleetState for RedisState {
     fn reserve<'a>(
         &'a self,
