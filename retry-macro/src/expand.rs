@@ -1166,6 +1166,7 @@ fn guarded_run(
         })
     };
     let refused = end_with(quote!(#rt::Ending::GaveUp(#give_up)));
+    let unpaid = end_with(quote!(#rt::Ending::GaveUp(#give_up)));
     let ran_out = end_with(quote!(#rt::Ending::GaveUp(#call.ran_out())));
     let cut_off = end_with(quote!(#rt::Ending::GaveUp(
         #call.deadline_passed(#passed, #rt::now_async)
@@ -1224,10 +1225,15 @@ fn guarded_run(
             if #last {
                 #after_last
             }
-            match #call.after(#failure, #read, #text, #keep, #on_retry, #rt::now_async) {
-                ::core::result::Result::Ok(#wait) => #rt::sleep_async(#wait).await,
+            let #wait = match #call.after(#failure, #read, #text, #keep, #on_retry, #rt::now_async) {
+                ::core::result::Result::Ok(#wait) => #wait,
                 ::core::result::Result::Err(#ending) => return #after,
+            };
+            // A fleet's budget pays for the retry here, where its answer can be awaited.
+            if let ::core::result::Result::Err(#give_up) = #call.pay_async(#rt::now_async).await {
+                #unpaid
             }
+            #rt::sleep_async(#wait).await;
         }
     )
 }

@@ -553,6 +553,27 @@ impl Attempts {
             .with_waited(self.waited)
     }
 
+    /// The error to return when a retry already decided on may not be made after all (a
+    /// fleet's budget refused to pay for it): `message` is the last failure's text. Logs the
+    /// give-up.
+    #[cold]
+    #[inline(never)]
+    pub fn gave_up_before_retry(
+        &self,
+        reason: GiveUpReason,
+        message: String,
+    ) -> MediaProcessingError {
+        self.site.emit(Event::GaveUp {
+            attempt: self.made(),
+            max_retries: self.max_retries,
+            error: &message,
+            reason,
+        });
+        MediaProcessingError::new(self.made(), reason, message, None)
+            .with_retry_after(self.retry_after)
+            .with_waited(self.waited)
+    }
+
     /// The give-up for a loop that found no attempt left to run: not reached (the last
     /// attempt always ends the call), and stopping is the safe answer if it were.
     #[cold]

@@ -50,7 +50,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::keyed::KeyedGuard;
+use crate::fleet::{Answer, BreakerRule, FleetCircuit, FleetOutcome, FleetState};
+use crate::keyed::{KeyedGuard, Shared};
 use crate::origin::{duration_nanos, instant, nanos};
 
 /// The target of the breaker's events: a filter `resilience::breaker=info` shows them.
@@ -93,6 +94,12 @@ pub struct CircuitBreaker {
     /// every change and read without it: a closed breaker lets a call through on one load.
     word: AtomicU64,
     state: Mutex<State>,
+    /// Where a fleet's circuit is kept, when the breaker is a fleet's (see
+    /// [`shared`](Self::shared)).
+    fleet: Option<&'static dyn FleetState>,
+    /// The fleet's circuit as last answered: 0 closed, else when it may be probed (in
+    /// [`nanos`] of the real clock), so that a call asks the fleet only when a probe is due.
+    view: AtomicU64,
 }
 
 /// What the builders set; never changed afterwards.
@@ -109,6 +116,8 @@ struct Settings {
     max_open_nanos: u64,
     jitter: f64,
     probes: u32,
+    /// A fleet's breaker opens only when at least this many processes reported failures.
+    quorum: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +159,7 @@ impl CircuitBreaker {
             max_open_nanos: 600_000_000_000,
             jitter: 0.1,
             probes: 10,
+            quorum: 2,
         })
     }
 
@@ -158,7 +168,73 @@ impl CircuitBreaker {
             settings,
             word: AtomicU64::new(CLOSED),
             state: Mutex::new(State::new()),
+            fleet: None,
+            view: AtomicU64::new(0),
         }
+    }
+
+    /// The breaker of a whole fleet of processes, its circuit kept in `fleet` (such as
+    /// `resilience::redis::RedisState`, feature `redis`): the fleet's outcomes open it for
+    /// every process, once failures come from at least [`quorum`](Self::quorum) of them, so
+    /// one bad process cannot open it for all; the half-open probes are shared too. It counts
+    /// over a time window (its [`time_window`](Self::time_window), 10 s unless set). While
+    /// the backend cannot answer, this process decides alone, on this breaker's own state.
+    #[must_use]
+    pub const fn shared(self, fleet: &'static dyn FleetState) -> Self {
+        Self {
+            fleet: Some(fleet),
+            ..self
+        }
+    }
+
+    /// How many processes must report failures before a [shared](Self::shared) breaker
+    /// opens (default 2; 1 lets any one process open it).
+    #[must_use]
+    pub const fn quorum(self, processes: u32) -> Self {
+        Self {
+            settings: Settings {
+                quorum: if processes == 0 { 1 } else { processes },
+                ..self.settings
+            },
+            ..self
+        }
+    }
+
+    /// Whether the breaker is a fleet's (see [`shared`](Self::shared)).
+    pub fn is_shared(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// The rule as a fleet backend runs it.
+    pub fn rule(&self) -> BreakerRule {
+        let s = &self.settings;
+        BreakerRule {
+            failure_rate: s.failure_rate,
+            window: match s.window {
+                WindowKind::Time(span) => Duration::from_nanos(span),
+                WindowKind::Count(_) => FLEET_WINDOW,
+            },
+            minimum_calls: s.minimum_calls,
+            quorum: s.quorum,
+            open_for: Duration::from_nanos(s.open_nanos),
+            growth: s.growth,
+            max_open: Duration::from_nanos(s.max_open_nanos),
+            probes: s.probes,
+        }
+    }
+
+    /// Keeps the fleet's answer as this process's view of its circuit, at `now` (the real
+    /// clock: the fleet's durations are the backend's).
+    fn see(&self, answer: Answer<FleetCircuit>, now: Instant) {
+        let view = match answer {
+            Answer::Decided(FleetCircuit::Closed) => 0,
+            Answer::Decided(FleetCircuit::Open { retry_in } | FleetCircuit::Busy { retry_in }) => {
+                nanos(now).saturating_add(duration_nanos(retry_in)).max(1)
+            }
+            // A probe granted, or no answer: the view stays as it was.
+            Answer::Decided(FleetCircuit::Probe) | Answer::Unavailable { .. } => return,
+        };
+        self.view.store(view, Ordering::Relaxed);
     }
 
     /// Opens when at least this share of the calls in the window failed (`0 < ratio <= 1`;
@@ -510,8 +586,145 @@ impl CircuitBreaker {
 
 impl KeyedGuard for CircuitBreaker {
     fn fresh(&self) -> Self {
-        Self::with_settings(self.settings)
+        Self {
+            fleet: self.fleet,
+            ..Self::with_settings(self.settings)
+        }
     }
+
+    fn key_name(&self, key: &dyn fmt::Display) -> Option<std::sync::Arc<str>> {
+        self.fleet
+            .map(|_| std::sync::Arc::from(format!("{}:{key}", self.settings.name)))
+    }
+}
+
+/// The window a [shared](CircuitBreaker::shared) breaker set with a count window counts
+/// over: a fleet's calls come in no one order, so it needs a time.
+const FLEET_WINDOW: Duration = Duration::from_secs(10);
+
+/// How a fleet's breaker lets a call through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// This process's own breaker let it through (no fleet, or the fleet did not answer).
+    Local(Permit),
+    /// The fleet's circuit did: closed, or half-open with this call as a probe.
+    Fleet {
+        /// Whether it is a probe.
+        probe: bool,
+    },
+}
+
+impl Shared<CircuitBreaker> {
+    /// The key the fleet's backend keeps this breaker under: its name, or `name:key` for one
+    /// key of a [`Keyed`](crate::keyed::Keyed).
+    pub fn fleet_key(&self) -> &str {
+        self.key_name().unwrap_or(self.settings.name)
+    }
+
+    /// Asks to start an attempt: this process's breaker when it is not a fleet's or the
+    /// fleet cannot answer; else the fleet's circuit as last seen, the fleet itself asked (on
+    /// this thread) only when a probe is due.
+    pub fn pass_blocking(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
+        match self.fleet_view() {
+            FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
+            FleetView::Decided(decided) => decided,
+            FleetView::ProbeDue(fleet) => {
+                let answer = fleet.breaker_probe_blocking(self.fleet_key(), self.rule());
+                self.probed(answer, now)
+            }
+        }
+    }
+
+    /// [`pass_blocking`](Self::pass_blocking) for an async caller: the fleet's answer to a
+    /// probe is awaited.
+    pub async fn pass_async(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
+        match self.fleet_view() {
+            FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
+            FleetView::Decided(decided) => decided,
+            FleetView::ProbeDue(fleet) => {
+                let answer = fleet.breaker_probe(self.fleet_key(), self.rule()).await;
+                self.probed(answer, now)
+            }
+        }
+    }
+
+    /// Whether the call needs the fleet asked before it may go (a probe is due).
+    pub fn probe_due(&self) -> bool {
+        matches!(self.fleet_view(), FleetView::ProbeDue(_))
+    }
+
+    /// Hands back how the attempt was let through, with its outcome: to this process's
+    /// breaker, or to the fleet's (which answers with its circuit, kept as this process's
+    /// view), reading the clock only when needed.
+    pub fn record_pass(&self, pass: Pass, outcome: Outcome, now: impl FnOnce() -> Instant) {
+        match pass {
+            Pass::Local(permit) => self.record_at(permit, outcome, now),
+            Pass::Fleet { probe } => {
+                let Some(fleet) = self.fleet else { return };
+                let seen = self.clone();
+                let outcome = FleetOutcome {
+                    failed: outcome == Outcome::Failure,
+                    probe,
+                };
+                fleet.breaker_record(
+                    self.fleet_key(),
+                    self.rule(),
+                    outcome,
+                    jitter_factor(self.settings.jitter),
+                    Box::new(move |answer| seen.see(answer, Instant::now())),
+                );
+            }
+        }
+    }
+
+    /// The fleet's circuit as this process last saw it.
+    fn fleet_view(&self) -> FleetView {
+        let Some(fleet) = self.fleet.filter(|fleet| fleet.is_reachable()) else {
+            return FleetView::Local;
+        };
+        let view = self.view.load(Ordering::Relaxed);
+        if view == 0 {
+            return FleetView::Decided(Ok(Pass::Fleet { probe: false }));
+        }
+        let now = nanos(Instant::now());
+        if now < view {
+            return FleetView::Decided(Err(BreakerOpen {
+                breaker: self.settings.name,
+                retry_in: Some(Duration::from_nanos(view - now)),
+            }));
+        }
+        FleetView::ProbeDue(fleet)
+    }
+
+    /// The fleet's answer to a probe request as this call's pass.
+    fn probed(
+        &self,
+        answer: Answer<FleetCircuit>,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Pass, BreakerOpen> {
+        self.see(answer, Instant::now());
+        match answer {
+            Answer::Decided(FleetCircuit::Closed) => Ok(Pass::Fleet { probe: false }),
+            Answer::Decided(FleetCircuit::Probe) => Ok(Pass::Fleet { probe: true }),
+            Answer::Decided(FleetCircuit::Open { retry_in } | FleetCircuit::Busy { retry_in }) => {
+                Err(BreakerOpen {
+                    breaker: self.settings.name,
+                    retry_in: Some(retry_in),
+                })
+            }
+            Answer::Unavailable { .. } => self.try_acquire_at(now).map(Pass::Local),
+        }
+    }
+}
+
+/// What the view says of a fleet's breaker.
+enum FleetView {
+    /// Not a fleet's, or the fleet cannot answer: this process's breaker decides.
+    Local,
+    /// The view decides.
+    Decided(Result<Pass, BreakerOpen>),
+    /// A probe is due: the fleet must be asked.
+    ProbeDue(&'static dyn FleetState),
 }
 
 impl fmt::Debug for CircuitBreaker {

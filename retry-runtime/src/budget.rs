@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::keyed::KeyedGuard;
+use crate::fleet::{Answer, BudgetRule, FleetState};
+use crate::keyed::{KeyedGuard, Shared};
 use crate::origin::{duration_nanos, nanos};
 
 /// The target of the budget's `tracing` events.
@@ -67,6 +68,9 @@ const NANOS_PER_SECOND: u128 = 1_000_000_000;
 pub struct RetryBudget {
     name: &'static str,
     model: Model,
+    /// Where a fleet's budget is kept, when the budget is a fleet's (see
+    /// [`shared`](Self::shared)).
+    fleet: Option<&'static dyn FleetState>,
 }
 
 // A budget is built in a `const` and allocates nothing, so the ratio model's slots are kept
@@ -239,6 +243,7 @@ impl RetryBudget {
                 },
                 window: Mutex::new(Window::EMPTY),
             }),
+            fleet: None,
         }
     }
 
@@ -256,7 +261,7 @@ impl RetryBudget {
             !window.is_zero(),
             "a retry budget's window must not be zero"
         );
-        let Self { name, model } = self;
+        let Self { name, model, fleet } = self;
         let Model::Ratio(Ratio {
             mut settings,
             window: counts,
@@ -272,6 +277,7 @@ impl RetryBudget {
                 settings,
                 window: counts,
             }),
+            fleet,
         }
     }
 
@@ -284,7 +290,7 @@ impl RetryBudget {
     /// If the budget is a token bucket (a compile error in a `static`).
     #[must_use]
     pub const fn floor_per_second(self, retries: u32) -> Self {
-        let Self { name, model } = self;
+        let Self { name, model, fleet } = self;
         let Model::Ratio(Ratio {
             mut settings,
             window,
@@ -296,6 +302,7 @@ impl RetryBudget {
         Self {
             name,
             model: Model::Ratio(Ratio { settings, window }),
+            fleet,
         }
     }
 
@@ -316,6 +323,7 @@ impl RetryBudget {
                 },
                 state: AtomicU64::new(capacity as u64),
             }),
+            fleet: None,
         }
     }
 
@@ -327,11 +335,11 @@ impl RetryBudget {
     /// If the budget is a ratio budget, which has no tokens (a compile error in a `static`).
     #[must_use]
     pub const fn retry_cost(self, tokens: u32) -> Self {
-        let (name, mut bucket) = self.into_bucket(
+        let (name, mut bucket, fleet) = self.into_bucket(
             "`retry_cost` is a setting of the token bucket model, not of a ratio budget",
         );
         bucket.settings.retry_cost = tokens;
-        Self::from_bucket(name, bucket)
+        Self::from_bucket(name, bucket, fleet)
     }
 
     /// The same token bucket, a retry after a timeout costing `tokens` (10 by default: a
@@ -343,11 +351,11 @@ impl RetryBudget {
     /// If the budget is a ratio budget (a compile error in a `static`).
     #[must_use]
     pub const fn timeout_cost(self, tokens: u32) -> Self {
-        let (name, mut bucket) = self.into_bucket(
+        let (name, mut bucket, fleet) = self.into_bucket(
             "`timeout_cost` is a setting of the token bucket model, not of a ratio budget",
         );
         bucket.settings.timeout_cost = tokens;
-        Self::from_bucket(name, bucket)
+        Self::from_bucket(name, bucket, fleet)
     }
 
     /// The same token bucket, a call that succeeds at its first attempt putting back
@@ -358,27 +366,84 @@ impl RetryBudget {
     /// If the budget is a ratio budget (a compile error in a `static`).
     #[must_use]
     pub const fn success_refund(self, tokens: u32) -> Self {
-        let (name, mut bucket) = self.into_bucket(
+        let (name, mut bucket, fleet) = self.into_bucket(
             "`success_refund` is a setting of the token bucket model, not of a ratio budget",
         );
         bucket.settings.success_refund = tokens;
-        Self::from_bucket(name, bucket)
+        Self::from_bucket(name, bucket, fleet)
     }
 
     /// The parts of a token bucket, for its builders (every part moved: a `const fn` may
     /// not drop the ratio model's lock).
-    const fn into_bucket(self, misuse: &'static str) -> (&'static str, Bucket) {
-        let Self { name, model } = self;
+    #[allow(clippy::type_complexity)] // the parts, each named where it is taken apart
+    const fn into_bucket(
+        self,
+        misuse: &'static str,
+    ) -> (&'static str, Bucket, Option<&'static dyn FleetState>) {
+        let Self { name, model, fleet } = self;
         let Model::Bucket(bucket) = model else {
             panic!("{}", misuse)
         };
-        (name, bucket)
+        (name, bucket, fleet)
     }
 
-    const fn from_bucket(name: &'static str, bucket: Bucket) -> Self {
+    const fn from_bucket(
+        name: &'static str,
+        bucket: Bucket,
+        fleet: Option<&'static dyn FleetState>,
+    ) -> Self {
         Self {
             name,
             model: Model::Bucket(bucket),
+            fleet,
+        }
+    }
+
+    /// The budget of a whole fleet of processes, kept in `fleet` (such as
+    /// `resilience::redis::RedisState`, feature `redis`): every process that names this
+    /// budget pays its retries from one budget there. While the backend cannot answer, this
+    /// process pays from this budget's own state (the README's "When one process is not
+    /// enough").
+    #[must_use]
+    pub const fn shared(self, fleet: &'static dyn FleetState) -> Self {
+        let Self { name, model, .. } = self;
+        Self {
+            name,
+            model,
+            fleet: Some(fleet),
+        }
+    }
+
+    /// Whether the budget is a fleet's (see [`shared`](Self::shared)).
+    pub fn is_shared(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// The rule as a fleet backend runs it.
+    pub fn rule(&self) -> BudgetRule {
+        match &self.model {
+            Model::Ratio(ratio) => BudgetRule::Ratio {
+                ratio: ratio.settings.ratio as f64 / RATIO_SCALE as f64,
+                window: Duration::from_nanos(
+                    ratio.settings.slot_nanos.saturating_mul(SLOTS as u64),
+                ),
+                floor_per_second: ratio.settings.floor_per_second,
+            },
+            Model::Bucket(bucket) => BudgetRule::Bucket {
+                capacity: bucket.settings.capacity,
+                retry_cost: bucket.settings.retry_cost,
+                timeout_cost: bucket.settings.timeout_cost,
+            },
+        }
+    }
+
+    /// What a call that succeeded gives back to the token bucket (`retried`: after retries);
+    /// 0 for a ratio budget.
+    fn refund(&self, retried: bool) -> u32 {
+        match &self.model {
+            Model::Ratio(_) => 0,
+            Model::Bucket(bucket) if retried => bucket.settings.retry_cost,
+            Model::Bucket(bucket) => bucket.settings.success_refund,
         }
     }
 
@@ -589,6 +654,70 @@ impl KeyedGuard for RetryBudget {
         Self {
             name: self.name,
             model,
+            fleet: self.fleet,
+        }
+    }
+
+    fn key_name(&self, key: &dyn fmt::Display) -> Option<std::sync::Arc<str>> {
+        self.fleet
+            .map(|_| std::sync::Arc::from(format!("{}:{key}", self.name)))
+    }
+}
+
+impl Shared<RetryBudget> {
+    /// The key the fleet's backend keeps this budget under: its name, or `name:key` for one
+    /// key of a [`Keyed`](crate::keyed::Keyed).
+    pub fn fleet_key(&self) -> &str {
+        self.key_name().unwrap_or(self.name)
+    }
+
+    /// A call started: counted here, and by the fleet when the budget is shared.
+    pub fn deposit_everywhere(&self, now: impl FnOnce() -> Instant) {
+        self.deposit_at(now);
+        if let Some(fleet) = self.fleet {
+            fleet.budget_deposit(self.fleet_key(), self.rule());
+        }
+    }
+
+    /// A retry of a shared budget, paid from the fleet's budget on this thread, or from this
+    /// process's own when the backend cannot answer: whether it is allowed.
+    pub fn pay_blocking(&self, now: impl FnOnce() -> Instant, timed_out: bool) -> bool {
+        let answer = match self.fleet {
+            Some(fleet) => fleet.budget_withdraw_blocking(self.fleet_key(), self.rule(), timed_out),
+            None => Answer::Unavailable { share: 1 },
+        };
+        self.settle(answer, now, timed_out)
+    }
+
+    /// [`pay_blocking`](Self::pay_blocking) for an async caller: the fleet's answer is
+    /// awaited.
+    pub async fn pay_async(&self, now: impl FnOnce() -> Instant, timed_out: bool) -> bool {
+        let answer = match self.fleet {
+            Some(fleet) => {
+                fleet
+                    .budget_withdraw(self.fleet_key(), self.rule(), timed_out)
+                    .await
+            }
+            None => Answer::Unavailable { share: 1 },
+        };
+        self.settle(answer, now, timed_out)
+    }
+
+    /// The fleet's answer, or this process's own decision when it had none.
+    fn settle(&self, answer: Answer<bool>, now: impl FnOnce() -> Instant, timed_out: bool) -> bool {
+        match answer {
+            Answer::Decided(allowed) => allowed,
+            Answer::Unavailable { .. } => self.try_withdraw_at(now, timed_out),
+        }
+    }
+
+    /// A call succeeded (`retried`: after retries): the bucket refunds here, and in the
+    /// fleet's bucket when the budget is shared.
+    pub fn succeeded_everywhere(&self, retried: bool) {
+        self.succeeded(retried);
+        let tokens = self.refund(retried);
+        if let (Some(fleet), true) = (self.fleet, tokens > 0) {
+            fleet.budget_refund(self.fleet_key(), self.rule(), tokens);
         }
     }
 }

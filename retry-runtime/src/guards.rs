@@ -17,7 +17,7 @@ use crate::attempts::{
     ends_the_call,
 };
 use crate::breaker::BreakerOpen;
-use crate::breaker::{CircuitBreaker, Outcome, Permit};
+use crate::breaker::{CircuitBreaker, Outcome, Pass};
 use crate::budget::RetryBudget;
 use crate::classify::Classified;
 use crate::error::{BoxError, GiveUpReason, MediaProcessingError};
@@ -136,35 +136,46 @@ impl Guards {
         Ok(Admitted::new(permit, wait))
     }
 
-    /// The breaker's permit, if there is a breaker and it lets the attempt through.
+    /// The breaker's pass, if there is a breaker and it lets the attempt through.
     #[inline]
-    fn pass_breaker(&self, now: &Clock<impl Fn() -> Instant>) -> Result<Option<Permit>, Refusal> {
+    fn pass_breaker(&self, now: &Clock<impl Fn() -> Instant>) -> Result<Option<Pass>, Refusal> {
         match &self.breaker {
             Some(breaker) => breaker
-                .try_acquire_at(|| now.now())
+                .pass_blocking(|| now.now())
                 .map(Some)
                 .map_err(Refusal::Open),
             None => Ok(None),
         }
     }
 
+    /// Whether admitting the next attempt may need a fleet's answer, to be awaited.
+    fn asks_a_fleet(&self) -> bool {
+        self.limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.is_shared())
+            || self
+                .breaker
+                .as_ref()
+                .is_some_and(|breaker| breaker.probe_due())
+    }
+
     /// An attempt succeeded (`retried`: not the first); the breaker reads the clock only if
     /// it needs the time.
     #[inline]
     fn succeeded(&self, admitted: &Admitted, retried: bool, now: impl FnOnce() -> Instant) {
-        if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
-            breaker.record_at(permit, Outcome::Success, now);
+        if let (Some(breaker), Some(pass)) = (&self.breaker, admitted.permit) {
+            breaker.record_pass(pass, Outcome::Success, now);
         }
         if let Some(budget) = &self.budget {
-            budget.succeeded(retried);
+            budget.succeeded_everywhere(retried);
         }
     }
 
     /// An attempt failed: what the breaker counts it as, and the server's hint, which pauses
     /// the limiter for every call that shares it.
     fn failed(&self, admitted: &Admitted, seen: Seen, now: impl Fn() -> Instant) {
-        if let (Some(breaker), Some(permit)) = (&self.breaker, admitted.permit) {
-            breaker.record_at(permit, seen.outcome, &now);
+        if let (Some(breaker), Some(pass)) = (&self.breaker, admitted.permit) {
+            breaker.record_pass(pass, seen.outcome, &now);
         }
         // Only a retryable failure's hint: a per-day quota (not retried) says nothing about
         // the next minute's requests.
@@ -248,7 +259,7 @@ impl Refusal {
 /// An attempt let through: the breaker's permit, and the wait for the limiter's.
 #[derive(Debug, Clone, Copy)]
 struct Admitted {
-    permit: Option<Permit>,
+    permit: Option<Pass>,
     wait: Duration,
 }
 
@@ -259,7 +270,7 @@ impl Admitted {
     };
 
     #[inline]
-    fn new(permit: Option<Permit>, wait: Duration) -> Self {
+    fn new(permit: Option<Pass>, wait: Duration) -> Self {
         // Under the testing mode every wait is zero, the limiter's too (its permit is
         // taken). Read only when there is a wait.
         let wait = if !wait.is_zero() && crate::testing::current().is_some() {
@@ -352,6 +363,16 @@ pub struct GuardedCall<'p> {
     admitted: Admitted,
     /// The time the budget read as the call started, for the first attempt's guards.
     first_now: Option<Instant>,
+    /// A retry decided on and not yet paid from a fleet's budget.
+    owed: Option<Owed>,
+}
+
+/// A retry to pay from a fleet's budget: whether it follows a timeout, and the failure's text
+/// for the give-up if the budget is spent.
+#[derive(Debug)]
+struct Owed {
+    timed_out: bool,
+    message: String,
 }
 
 impl<'p> GuardedCall<'p> {
@@ -366,7 +387,7 @@ impl<'p> GuardedCall<'p> {
     ) -> Self {
         let mut first_now = started;
         if let Some(budget) = &guards.budget {
-            budget.deposit_at(|| *first_now.get_or_insert_with(now));
+            budget.deposit_everywhere(|| *first_now.get_or_insert_with(now));
         }
         GuardedCall {
             policy,
@@ -376,16 +397,66 @@ impl<'p> GuardedCall<'p> {
             attempts: None,
             admitted: Admitted::NONE,
             first_now,
+            owed: None,
         }
+    }
+
+    /// Whether the call's budget is a fleet's, paid after each decision to retry.
+    fn pays_a_fleet(&self) -> bool {
+        self.guards
+            .budget
+            .as_ref()
+            .is_some_and(|budget| budget.is_shared())
+    }
+
+    /// Pays the retry just decided on from a fleet's budget, on this thread (nothing to do
+    /// without one): the call gives up when it is spent. Call it before the wait.
+    pub fn pay(&mut self, now: impl FnOnce() -> Instant) -> Result<(), MediaProcessingError> {
+        let (Some(owed), Some(budget)) = (self.owed.take(), self.guards.budget.clone()) else {
+            return Ok(());
+        };
+        if budget.pay_blocking(now, owed.timed_out) {
+            Ok(())
+        } else {
+            Err(self.spent(budget.name(), owed.message))
+        }
+    }
+
+    /// [`pay`](Self::pay) for an async call: the fleet's answer is awaited.
+    pub async fn pay_async(
+        &mut self,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<(), MediaProcessingError> {
+        let (Some(owed), Some(budget)) = (self.owed.take(), self.guards.budget.clone()) else {
+            return Ok(());
+        };
+        if budget.pay_async(now, owed.timed_out).await {
+            Ok(())
+        } else {
+            Err(self.spent(budget.name(), owed.message))
+        }
+    }
+
+    /// The give-up of a retry a fleet's budget refused.
+    #[cold]
+    fn spent(&mut self, budget: &'static str, message: String) -> MediaProcessingError {
+        self.attempts()
+            .gave_up_before_retry(GiveUpReason::BudgetExhausted { budget }, message)
     }
 
     /// The retry state, made on first use.
     #[cold]
     fn attempts(&mut self) -> &mut Attempts {
-        let (policy, site, started, budget) =
-            (self.policy, self.site, self.started, &self.guards.budget);
+        // A fleet's budget is paid after the decision ([`pay`](Self::pay)), where an async
+        // call can await it; this process's own, inside it.
+        let budget = self
+            .guards
+            .budget
+            .as_ref()
+            .filter(|budget| !budget.is_shared());
+        let (policy, site, started) = (self.policy, self.site, self.started);
         self.attempts.get_or_insert_with(|| {
-            Box::new(Attempts::after_first(policy, site, started).with_budget(budget.clone()))
+            Box::new(Attempts::after_first(policy, site, started).with_budget(budget.cloned()))
         })
     }
 
@@ -408,7 +479,7 @@ impl<'p> GuardedCall<'p> {
         &mut self,
         now: impl Fn() -> Instant,
     ) -> Result<Duration, MediaProcessingError> {
-        if !self.guards.limiter.as_ref().is_some_and(|l| l.is_shared()) {
+        if !self.guards.asks_a_fleet() {
             return self.admit(now);
         }
         let now = self.first_now.take().unwrap_or_else(now);
@@ -462,6 +533,18 @@ impl<'p> GuardedCall<'p> {
         now: impl Fn() -> Instant,
     ) -> Result<Duration, Ending<E>> {
         let mut seen = Seen::of(&failure);
+        // For a fleet's budget, paid after the decision: what the give-up would say.
+        let owed = self.pays_a_fleet().then(|| Owed {
+            timed_out: matches!(failure, Failure::TimedOut),
+            message: match &failure {
+                Failure::Error(error) => crate::classify::chain::redacted(text(error)),
+                Failure::NotReady(_) => "the value is not ready".to_owned(),
+                Failure::TimedOut => crate::error::AttemptTimedOut {
+                    attempt_timeout: self.policy.attempt_timeout().unwrap_or_default(),
+                }
+                .to_string(),
+            },
+        });
         let decision = self.attempts().after(
             failure,
             reading(&read, &mut seen),
@@ -472,6 +555,9 @@ impl<'p> GuardedCall<'p> {
         );
         if let Some(seen) = seen {
             self.guards.failed(&self.admitted, seen, now);
+        }
+        if decision.is_ok() {
+            self.owed = owed;
         }
         decision
     }
@@ -569,6 +655,7 @@ pub fn guarded_blocking<A, T, E>(
             return Err(call.after_last(failure, &read, &text, &keep, now_current));
         }
         let wait = call.after(failure, &read, &text, &keep, &mut on_retry, now_current)?;
+        call.pay(now_current).map_err(Ending::GaveUp)?;
         sleep_current(wait);
     }
 }
@@ -617,6 +704,7 @@ where
             return Err(call.after_last(failure, &read, &text, &keep, Tm::now));
         }
         let wait = call.after(failure, &read, &text, &keep, &mut on_retry, Tm::now)?;
+        call.pay_async(Tm::now).await.map_err(Ending::GaveUp)?;
         Tm::sleep(wait).await;
     }
 }
