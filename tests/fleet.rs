@@ -2,6 +2,8 @@
 //! quota of 40 requests a second (the fault server answers 429 beyond it), sharing one limit
 //! in a real `redis-server` that this test starts on a free loopback port, against the same
 //! run with a limit per process; then Redis stopped in the middle of a run and started again.
+//! Then the breaker (an outage, shared against per process; one bad worker against a quorum of
+//! two and of one) and the retry budget (shared against per process), each shared in Redis.
 //! Its own harness (`harness = false`), so the figures are printed by the test command; the
 //! README's "When one process is not enough" quotes them.
 //!
@@ -152,6 +154,75 @@ fn main() -> ExitCode {
         lost_redis >= 1 && back >= 1 && lost_redis <= 8 && back <= 8,
         format!(
             "the workers logged the switch both ways, not on every call ({lost_redis} away, {back} back, {WORKERS} workers)"
+        ),
+    );
+
+    println!("  breakers: the API answers 503 for 3 s, then 200 (5 s runs):");
+    let outage = ["--guard", "breaker", "--outage", "3", "--seconds", "5"];
+    let fleet_breaker = run(&binary, &[&outage[..], &["--redis", &url]].concat(), || {});
+    let own_breakers = run(&binary, &outage, || {});
+    failures.check(
+        fleet_breaker.count("during_outage") < own_breakers.count("during_outage"),
+        format!(
+            "the fleet's circuit saw the outage together: {} requests during it, against {} with a breaker per process",
+            fleet_breaker.count("during_outage"),
+            own_breakers.count("during_outage")
+        ),
+    );
+    failures.check(
+        fleet_breaker.count("lost") == 0 && own_breakers.count("lost") == 0,
+        "every task ended done or failed".into(),
+    );
+    println!("  one bad worker (its calls go to a dead port), the API healthy (3 s runs):");
+    let bad = [
+        "--guard",
+        "breaker",
+        "--outage",
+        "0",
+        "--bad-workers",
+        "1",
+        "--seconds",
+        "3",
+        "--redis",
+        &url,
+    ];
+    let quorum = run(&binary, &bad, || {});
+    let any_one = run(&binary, &[&bad[..], &["--any-one"]].concat(), || {});
+    failures.check(
+        quorum.count("good_refused") == 0,
+        format!(
+            "with quorum(2) one bad worker cannot open the circuit for the others ({} of their calls refused)",
+            quorum.count("good_refused")
+        ),
+    );
+    failures.check(
+        any_one.count("good_refused") > 0,
+        format!(
+            "with quorum(1) it does ({} of the good workers' calls refused)",
+            any_one.count("good_refused")
+        ),
+    );
+    println!("  budgets: 20 % of the calls plus 2 a second, the API down throughout (3 s runs):");
+    let down = ["--guard", "budget", "--seconds", "3"];
+    let fleet_budget = run(&binary, &[&down[..], &["--redis", &url]].concat(), || {});
+    let own_budgets = run(&binary, &down, || {});
+    let retries = |run: &Run| run.count("attempts").saturating_sub(run.count("tasks"));
+    // The floor: 2 a second over the 10 s window, which the run stays inside.
+    let bound = fleet_budget.count("tasks") / 5 + 20;
+    failures.check(
+        retries(&fleet_budget) <= bound,
+        format!(
+            "the fleet's retries {} <= 0.2 x {} calls + 20 = {bound}",
+            retries(&fleet_budget),
+            fleet_budget.count("tasks")
+        ),
+    );
+    failures.check(
+        retries(&own_budgets) > retries(&fleet_budget),
+        format!(
+            "a budget per process lets more through: {} retries for {} calls (each process has its own floor)",
+            retries(&own_budgets),
+            own_budgets.count("tasks")
         ),
     );
 
