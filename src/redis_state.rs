@@ -1,5 +1,6 @@
-//! [`RedisState`]: rate limits shared by every process that names the same limiter, kept in
-//! Redis (feature `redis`; the README's "When one process is not enough").
+//! [`RedisState`]: rate limits, retry budgets and circuit breakers shared by every process
+//! that names the same guard, kept in Redis (feature `redis`; the README's "When one process
+//! is not enough").
 //!
 //! A [`RateLimiter`](crate::limiter::RateLimiter) made with
 //! [`.shared(&STATE)`](crate::limiter::RateLimiter::shared) keeps its GCRA in Redis under
@@ -9,9 +10,17 @@
 //! server's clock (`TIME`), so the workers' clocks need not agree; a key left idle expires once
 //! it can no longer change an answer.
 //!
+//! The retry budgets and circuit breakers of the fleet ([`FleetGuards`]) are kept the same
+//! way, each step one script call on the server's clock: a budget under `{prefix}:budget:{key}`
+//! (per-second counts of the calls and retries of its window, or a bucket's tokens), a breaker
+//! under `{prefix}:breaker:{key}` (its state and per-second counts) and
+//! `{prefix}:breaker:{key}:workers` (the workers that reported failures in the window, for its
+//! quorum). Each connection is one worker, named at [`connect`](RedisState::connect) by its
+//! process id and a random number.
+//!
 //! Redis is never what fails a call: until [`connect`](RedisState::connect) succeeds, and
 //! whenever Redis does not answer within the [`timeout`](RedisState::timeout), each process
-//! decides alone on its own limiter (see [`Fallback`]). One WARN event (target
+//! decides alone on its own guards (see [`Fallback`]). One WARN event (target
 //! `resilience::redis`) marks the moment Redis stops answering, one the moment it answers
 //! again; in between, Redis is tried again at most every 500 ms and every other call decides
 //! at once, without waiting for the timeout.
@@ -50,9 +59,14 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Connection, ErrorKind, RedisError, Script, ScriptInvocation};
+use ::redis::{
+    Client, Connection, ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation, Value,
+};
 use retry_runtime::__private::tracing;
-use retry_runtime::fleet::{Answer, FleetState, Gcra, Pending, Reservation};
+use retry_runtime::fleet::{
+    Answer, BreakerRule, BudgetRule, FleetCircuit, FleetGuards, FleetOutcome, FleetState, Gcra,
+    OnCircuit, Pending, Reservation,
+};
 use retry_runtime::redact::redact;
 
 /// The target of this module's `tracing` events.
@@ -82,7 +96,18 @@ const FAR_MICROS: u64 = (1 << 53) - 1;
 /// Redis does not know it yet (`NOSCRIPT`).
 static LIMITER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/limiter.lua")));
 
-/// Rate limits shared by every process that names the same limiter, kept in Redis.
+/// The retry budgets' steps (`src/redis/budget.lua`): a call, a retry, a refund.
+static BUDGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/budget.lua")));
+
+/// The circuit breakers' steps (`src/redis/breaker.lua`): an outcome, a probe.
+static BREAKER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/breaker.lua")));
+
+/// The unit of the ratios sent to the scripts: billionths keep their comparisons exact
+/// integer arithmetic, as the local budget's.
+const RATIO_SCALE: f64 = 1_000_000_000.0;
+
+/// Rate limits (and retry budgets and circuit breakers) shared by every process that names
+/// the same guard, kept in Redis.
 ///
 /// Defined once, as a `static`, and named by the limiters made with
 /// [`RateLimiter::shared`](crate::limiter::RateLimiter::shared); [`connect`](Self::connect)
@@ -153,7 +178,8 @@ impl Fallback {
 }
 
 impl RedisState {
-    /// A state whose keys are `{prefix}:limiter:{name}`, with a 100 ms
+    /// A state whose keys are `{prefix}:limiter:{name}` (and `{prefix}:budget:..`,
+    /// `{prefix}:breaker:..` for the other guards), with a 100 ms
     /// [`timeout`](Self::timeout) and the [`Fallback::Local`] fallback; not connected until
     /// [`connect`](Self::connect).
     ///
@@ -232,11 +258,11 @@ impl RedisState {
     }
 
     /// Connects to the Redis server at `url` (`redis://[user:password@]host:port[/db]`) and
-    /// loads the limiter's script. It runs on tokio (the connection manager's tasks are
+    /// loads the guards' scripts. It runs on tokio (the connection manager's tasks are
     /// spawned on the current runtime), within the [`timeout`](Self::timeout).
     ///
     /// Until it is called, and whenever Redis does not answer within the timeout, every
-    /// limiter of this state decides alone. An error here is not final: unless `url` is
+    /// guard of this state decides alone. An error here is not final: unless `url` is
     /// invalid (or there is no tokio runtime), the state keeps the connection and tries again
     /// at most every 500 ms as calls come, so a fleet that starts before Redis shares its
     /// limits as soon as Redis answers. Calling it again replaces the connection.
@@ -281,16 +307,21 @@ impl RedisState {
             manager,
             blocking: Mutex::new(None),
             health: Health::new(),
+            worker: worker_id(),
         });
-        // Loading the script now makes the first permit one `EVALSHA`, and tells whether
-        // Redis answers.
+        // Loading the scripts now makes each first step one `EVALSHA`, and tells whether
+        // Redis answers. All three within the one timeout: `connect` is bounded as a call is.
         let mut manager = connected.manager.clone();
-        let loaded =
-            match tokio::time::timeout(self.timeout, LIMITER.load_async(&mut manager)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error),
-                Err(_) => Err(Failure::TimedOut(self.timeout).into_redis_error()),
-            };
+        let load = async {
+            for script in [&*LIMITER, &*BUDGET, &*BREAKER] {
+                script.load_async(&mut manager).await?;
+            }
+            Ok(())
+        };
+        let loaded = match tokio::time::timeout(self.timeout, load).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::TimedOut(self.timeout).into_redis_error()),
+        };
         match &loaded {
             Ok(()) => connected.health.reachable.store(true, Ordering::Release),
             // Tried just now: the next try waits its turn.
@@ -332,15 +363,171 @@ impl RedisState {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn unavailable(&self) -> Answer<Reservation> {
+    fn unavailable<T>(&self) -> Answer<T> {
         Answer::Unavailable {
             share: self.current_fallback().share(),
         }
     }
+
+    /// The answer of the script call `invocation` makes, for an async caller: on the
+    /// connection manager on tokio, on the blocking connection on another executor (the
+    /// manager's timers and reconnection need tokio), within the timeout. `None` when Redis
+    /// does not answer, or is not asked (before `connect`, or while it is known to be away).
+    async fn ask<T: FromRedisValue>(
+        &self,
+        invocation: impl FnOnce(&Connected) -> ScriptInvocation<'static>,
+    ) -> Option<T> {
+        let (connected, pass) = self.admitted()?;
+        let invocation = invocation(&connected);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            connected.call_async(&invocation).await
+        } else {
+            connected.call_blocking(pass, &invocation)
+        }
+    }
+
+    /// [`ask`](Self::ask) for a blocking caller, on the blocking connection.
+    fn ask_blocking<T: FromRedisValue>(
+        &self,
+        invocation: impl FnOnce(&Connected) -> ScriptInvocation<'static>,
+    ) -> Option<T> {
+        let (connected, pass) = self.admitted()?;
+        connected.call_blocking(pass, &invocation(&connected))
+    }
+
+    /// A fire-and-forget call: sent by a task spawned on the current tokio runtime, or on
+    /// this thread, blocking, outside one; `then` receives its answer (`None`: none, as for
+    /// [`ask`](Self::ask)), there and then.
+    fn send<T: FromRedisValue + Send + 'static>(
+        &self,
+        invocation: impl FnOnce(&Connected) -> ScriptInvocation<'static>,
+        then: impl FnOnce(Option<T>) + Send + 'static,
+    ) {
+        // Asked first, so that no task is spawned while Redis is known to be away.
+        let Some((connected, pass)) = self.admitted() else {
+            then(None);
+            return;
+        };
+        let invocation = invocation(&connected);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { then(connected.call_async(&invocation).await) });
+            }
+            Err(_) => then(connected.call_blocking(pass, &invocation)),
+        }
+    }
 }
 
-// The breaker's and the budget's steps: not yet kept in Redis (the defaults: unavailable).
-impl retry_runtime::fleet::FleetGuards for RedisState {}
+/// The retry budgets' and the circuit breakers' steps, each one `EVALSHA` of
+/// `src/redis/budget.lua` or `src/redis/breaker.lua` under `{prefix}:budget:{key}` and
+/// `{prefix}:breaker:{key}` (and `{prefix}:breaker:{key}:workers`), timed by the server's
+/// clock, with the limiter's timeout, health and fallback: [`Answer::Unavailable`] (with the
+/// fallback's share) whenever Redis does not answer, and before [`connect`](Self::connect).
+///
+/// The fire-and-forget steps (`budget_deposit`, `budget_refund`, `breaker_record`) are sent
+/// by a task spawned on the current tokio runtime, or on the calling thread, blocking,
+/// outside one. `breaker_record` calls its `then` once (unless the runtime shuts down before
+/// its task runs): with the fleet's circuit, or with [`Answer::Unavailable`] when Redis does
+/// not answer, rather than dropping it, so the breaker's view learns of the outage at once.
+/// It is called on the calling thread before `breaker_record` returns when Redis is not asked
+/// (not connected, known to be away) and outside a runtime: the caller must not hold what
+/// `then` locks.
+impl FleetGuards for RedisState {
+    fn is_reachable(&self) -> bool {
+        RedisState::is_reachable(self)
+    }
+
+    fn budget_deposit(&self, key: &str, rule: BudgetRule) {
+        // The bucket counts no calls: nothing to send.
+        if matches!(rule, BudgetRule::Ratio { .. }) {
+            self.send(
+                |connected| budget("deposit", &connected.key("budget", key), rule, 0),
+                |_: Option<Value>| {},
+            );
+        }
+    }
+
+    fn budget_withdraw<'a>(
+        &'a self,
+        key: &'a str,
+        rule: BudgetRule,
+        timed_out: bool,
+    ) -> Pending<'a, Answer<bool>> {
+        Box::pin(async move {
+            let cost = withdrawal_cost(rule, timed_out);
+            self.ask(|connected| budget("withdraw", &connected.key("budget", key), rule, cost))
+                .await
+                .map_or_else(
+                    || self.unavailable(),
+                    |allowed: i64| Answer::Decided(allowed == 1),
+                )
+        })
+    }
+
+    fn budget_withdraw_blocking(
+        &self,
+        key: &str,
+        rule: BudgetRule,
+        timed_out: bool,
+    ) -> Answer<bool> {
+        let cost = withdrawal_cost(rule, timed_out);
+        self.ask_blocking(|connected| budget("withdraw", &connected.key("budget", key), rule, cost))
+            .map_or_else(
+                || self.unavailable(),
+                |allowed: i64| Answer::Decided(allowed == 1),
+            )
+    }
+
+    fn budget_refund(&self, key: &str, rule: BudgetRule, tokens: u32) {
+        // The ratio model takes no refunds, and nothing is nothing to send.
+        if matches!(rule, BudgetRule::Bucket { .. }) && tokens > 0 {
+            self.send(
+                |connected| budget("refund", &connected.key("budget", key), rule, tokens),
+                |_: Option<Value>| {},
+            );
+        }
+    }
+
+    fn breaker_probe<'a>(
+        &'a self,
+        key: &'a str,
+        rule: BreakerRule,
+    ) -> Pending<'a, Answer<FleetCircuit>> {
+        Box::pin(async move {
+            self.ask(|connected| breaker("probe", connected, key, rule))
+                .await
+                .map_or_else(|| self.unavailable(), circuit)
+        })
+    }
+
+    fn breaker_probe_blocking(&self, key: &str, rule: BreakerRule) -> Answer<FleetCircuit> {
+        self.ask_blocking(|connected| breaker("probe", connected, key, rule))
+            .map_or_else(|| self.unavailable(), circuit)
+    }
+
+    fn breaker_record(
+        &self,
+        key: &str,
+        rule: BreakerRule,
+        outcome: FleetOutcome,
+        jitter: f64,
+        then: OnCircuit,
+    ) {
+        let unavailable = self.unavailable();
+        self.send(
+            |connected| {
+                let mut invocation = breaker("record", connected, key, rule);
+                invocation
+                    .arg(&connected.worker)
+                    .arg(u8::from(outcome.failed))
+                    .arg(u8::from(outcome.probe))
+                    .arg(float(jitter_factor(jitter)));
+                invocation
+            },
+            move |reply| then(reply.map_or(unavailable, circuit)),
+        );
+    }
+}
 
 impl FleetState for RedisState {
     fn reserve<'a>(
@@ -350,18 +537,11 @@ impl FleetState for RedisState {
         max_wait: Option<Duration>,
     ) -> Pending<'a, Answer<Reservation>> {
         Box::pin(async move {
-            let Some((connected, pass)) = self.admitted() else {
-                return self.unavailable();
-            };
-            let invocation = Step::Reserve { max_wait }.invocation(&connected.key(key), gcra);
-            let reply = if tokio::runtime::Handle::try_current().is_ok() {
-                connected.call_async(&invocation).await
-            } else {
-                // Another executor: the connection manager's timers and reconnection need
-                // tokio, so the blocking connection answers, within the timeout.
-                connected.call_blocking(pass, &invocation)
-            };
-            reply.map_or_else(|| self.unavailable(), reservation)
+            self.ask(|connected| {
+                Step::Reserve { max_wait }.invocation(&connected.key("limiter", key), gcra)
+            })
+            .await
+            .map_or_else(|| self.unavailable(), reservation)
         })
     }
 
@@ -371,31 +551,17 @@ impl FleetState for RedisState {
         gcra: Gcra,
         max_wait: Option<Duration>,
     ) -> Answer<Reservation> {
-        let Some((connected, pass)) = self.admitted() else {
-            return self.unavailable();
-        };
-        let invocation = Step::Reserve { max_wait }.invocation(&connected.key(key), gcra);
-        connected
-            .call_blocking(pass, &invocation)
-            .map_or_else(|| self.unavailable(), reservation)
+        self.ask_blocking(|connected| {
+            Step::Reserve { max_wait }.invocation(&connected.key("limiter", key), gcra)
+        })
+        .map_or_else(|| self.unavailable(), reservation)
     }
 
     fn pause(&self, key: &str, gcra: Gcra, wait: Duration) {
-        // Asked first, so that no task is spawned while Redis is known to be away.
-        let Some((connected, pass)) = self.admitted() else {
-            return;
-        };
-        let invocation = Step::Pause { wait }.invocation(&connected.key(key), gcra);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = connected.call_async(&invocation).await;
-                });
-            }
-            Err(_) => {
-                let _ = connected.call_blocking(pass, &invocation);
-            }
-        }
+        self.send(
+            |connected| Step::Pause { wait }.invocation(&connected.key("limiter", key), gcra),
+            |_: Option<Value>| {},
+        );
     }
 }
 
@@ -407,6 +573,10 @@ impl fmt::Debug for RedisState {
             .field("timeout", &self.timeout)
             .field("fallback", &self.current_fallback())
             .field("at", &connected.as_ref().map(|connected| &connected.at))
+            .field(
+                "worker",
+                &connected.as_ref().map(|connected| &connected.worker),
+            )
             .field("reachable", &self.is_reachable())
             .finish()
     }
@@ -463,8 +633,8 @@ fn micros_down(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).map_or(FAR_MICROS, |micros| micros.min(FAR_MICROS))
 }
 
-/// The script's answer: `(1, wait)` when reserved (or moved by a pause), `(0, wait)` when
-/// refused (or not moved), the wait in microseconds.
+/// The limiter script's answer: `(1, wait)` when reserved (or moved by a pause), `(0, wait)`
+/// when refused (or not moved), the wait in microseconds.
 type Reply = (i64, u64);
 
 /// A reservation's answer as the limiter takes it.
@@ -473,8 +643,135 @@ fn reservation((reserved, wait): Reply) -> Answer<Reservation> {
     Answer::Decided(if reserved == 1 { Ok(wait) } else { Err(wait) })
 }
 
+/// The budget script's call: the key, the operation, the model and its settings (the ratio
+/// in billionths, the window in whole seconds, the floor; or the capacity and `tokens`, the
+/// withdrawal's cost or the refund).
+fn budget(operation: &str, key: &str, rule: BudgetRule, tokens: u32) -> ScriptInvocation<'static> {
+    let mut invocation = BUDGET.key(key);
+    invocation.arg(operation);
+    match rule {
+        BudgetRule::Ratio {
+            ratio,
+            window,
+            floor_per_second,
+        } => {
+            invocation
+                .arg("ratio")
+                .arg(billionths(ratio))
+                .arg(whole_seconds(window))
+                .arg(floor_per_second);
+        }
+        BudgetRule::Bucket { capacity, .. } => {
+            invocation.arg("bucket").arg(capacity).arg(tokens);
+        }
+    }
+    invocation
+}
+
+/// What a retry costs the bucket (the ratio model counts it, whatever the cost).
+fn withdrawal_cost(rule: BudgetRule, timed_out: bool) -> u32 {
+    match rule {
+        BudgetRule::Ratio { .. } => 0,
+        BudgetRule::Bucket { timeout_cost, .. } if timed_out => timeout_cost,
+        BudgetRule::Bucket { retry_cost, .. } => retry_cost,
+    }
+}
+
+/// The breaker script's call: its two keys, the operation and the rule, the failure rate in
+/// billionths, the window in whole seconds, the durations in microseconds (rounded up, as the
+/// limiter's), the growth as a float; `record` adds its outcome.
+fn breaker(
+    operation: &str,
+    connected: &Connected,
+    key: &str,
+    rule: BreakerRule,
+) -> ScriptInvocation<'static> {
+    let state = connected.key("breaker", key);
+    let workers = format!("{state}:workers");
+    let mut invocation = BREAKER.key(state);
+    invocation
+        .key(workers)
+        .arg(operation)
+        // Above 1, it never opens (failures never outnumber calls); a NaN rate is never
+        // reached, as the local breaker compares.
+        .arg(billionths(if rule.failure_rate.is_nan() {
+            2.0
+        } else {
+            rule.failure_rate.min(2.0)
+        }))
+        .arg(whole_seconds(rule.window))
+        .arg(rule.minimum_calls)
+        .arg(rule.quorum)
+        .arg(micros_up(rule.open_for))
+        .arg(float(if rule.growth.is_nan() {
+            1.0
+        } else {
+            rule.growth.max(0.0)
+        }))
+        .arg(micros_up(rule.max_open))
+        .arg(rule.probes.max(1));
+    invocation
+}
+
+/// The breaker script's answer: the circuit's code and the wait, in microseconds.
+fn circuit((code, retry_in): Reply) -> Answer<FleetCircuit> {
+    let retry_in = Duration::from_micros(retry_in);
+    Answer::Decided(match code {
+        0 => FleetCircuit::Closed,
+        2 => FleetCircuit::Probe,
+        3 => FleetCircuit::Busy { retry_in },
+        // 1, and anything a future script might add: refused, for the time it says.
+        _ => FleetCircuit::Open { retry_in },
+    })
+}
+
+/// `ratio` in billionths, rounded to the nearest as the local budget rounds it (0 for a
+/// negative or NaN ratio, a float-to-integer `as` saturating).
+fn billionths(ratio: f64) -> u64 {
+    (ratio * RATIO_SCALE + 0.5) as u64
+}
+
+/// `duration` in whole seconds, rounded up, at least 1: the scripts count per second of the
+/// server's clock. At most the far end of time in microseconds, over a million.
+fn whole_seconds(duration: Duration) -> u64 {
+    let seconds = duration.as_nanos().div_ceil(1_000_000_000);
+    u64::try_from(seconds).map_or(FAR_MICROS, |seconds| {
+        seconds.clamp(1, FAR_MICROS / 1_000_000)
+    })
+}
+
+/// A float as the scripts read it (`tonumber`): `1.5e0`, every digit that tells it apart,
+/// for a finite `value` (the callers make it so).
+fn float(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:e}")
+    } else {
+        format!("{:e}", f64::MAX)
+    }
+}
+
+/// The jitter factor as the script takes it: at least 0, and 1 when it is no number.
+fn jitter_factor(jitter: f64) -> f64 {
+    if jitter.is_finite() {
+        jitter.max(0.0)
+    } else {
+        1.0
+    }
+}
+
+/// This connection's name among the fleet's workers, for the breakers' quorum: the process
+/// id, which tells the workers of one host apart, and a random number, which tells the hosts
+/// apart, and the states of one process.
+fn worker_id() -> String {
+    use std::hash::BuildHasher as _;
+    // `RandomState` draws its keys from the operating system once per thread and changes them
+    // with every call: random enough for a name, with no dependency.
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    format!("{}-{random:016x}", std::process::id())
+}
+
 /// What `connect` made: both connections, and whether Redis answers. Shared (an `Arc`) with
-/// the tasks that send pauses, which outlive the call that spawned them.
+/// the tasks that send the fire-and-forget steps, which outlive the call that spawned them.
 struct Connected {
     prefix: &'static str,
     timeout: Duration,
@@ -489,6 +786,9 @@ struct Connected {
     /// async connection must not be waited on from a thread that may be the runtime's own.
     blocking: Mutex<Option<Connection>>,
     health: Health,
+    /// This connection's name among the fleet's workers, sent with every breaker outcome
+    /// (see [`worker_id`]).
+    worker: String,
 }
 
 /// Whether Redis answers, and when to try it again while it does not.
@@ -533,9 +833,9 @@ enum Pass {
 }
 
 impl Connected {
-    /// The key of `name` in Redis.
-    fn key(&self, name: &str) -> String {
-        format!("{}:limiter:{name}", self.prefix)
+    /// The key of the guard `name` of this `kind` (`limiter`, `budget`, `breaker`) in Redis.
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.prefix)
     }
 
     /// Whether this call may go to Redis: always while it answers; while it does not, one
@@ -559,7 +859,10 @@ impl Connected {
 
     /// The script's answer from the async connection, within the timeout (`None` when there
     /// is none), for a call let through by [`pass`](Self::pass).
-    async fn call_async(&self, invocation: &ScriptInvocation<'static>) -> Option<Reply> {
+    async fn call_async<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'static>,
+    ) -> Option<T> {
         let mut manager = self.manager.clone();
         let result =
             match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut manager)).await {
@@ -571,7 +874,11 @@ impl Connected {
     }
 
     /// [`call_async`](Self::call_async) on the blocking connection, on this thread.
-    fn call_blocking(&self, pass: Pass, invocation: &ScriptInvocation<'static>) -> Option<Reply> {
+    fn call_blocking<T: FromRedisValue>(
+        &self,
+        pass: Pass,
+        invocation: &ScriptInvocation<'static>,
+    ) -> Option<T> {
         let deadline = Instant::now().checked_add(self.timeout);
         // One blocking connection: callers take turns, each a round trip.
         let mut slot = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
@@ -584,12 +891,12 @@ impl Connected {
         self.settle(result)
     }
 
-    fn invoke_blocking(
+    fn invoke_blocking<T: FromRedisValue>(
         &self,
         slot: &mut Option<Connection>,
         invocation: &ScriptInvocation<'static>,
         deadline: Option<Instant>,
-    ) -> Result<Reply, Failure> {
+    ) -> Result<T, Failure> {
         if let Some(connection) = slot.as_mut() {
             match invocation.invoke(connection) {
                 Ok(reply) => return Ok(reply),
@@ -630,7 +937,7 @@ impl Connected {
     }
 
     /// Records whether Redis answered, with one event when that changes.
-    fn settle(&self, result: Result<Reply, Failure>) -> Option<Reply> {
+    fn settle<T>(&self, result: Result<T, Failure>) -> Option<T> {
         let health = &self.health;
         match result {
             Ok(reply) => {
