@@ -25,8 +25,10 @@
 //! answers 503 for `--outage` seconds then recovers: with `--redis` the fleet shares one
 //! circuit (it opens once failures come from two workers, `quorum(2)`), without it each
 //! worker discovers the outage alone. `--bad-workers K` points K of the workers at a port
-//! where nothing listens (their own broken network) while the API is healthy: one bad worker
-//! must not open the circuit for the others. `--guard budget` puts them under a retry budget
+//! where nothing listens (their own broken network) while the API is healthy, under a
+//! breaker that opens at 20 % of failures, which one bad worker of four reaches alone: with
+//! `quorum(2)` it must not open the circuit for the others; `--any-one` shows `quorum(1)`,
+//! which lets it. `--guard budget` puts them under a retry budget
 //! (20 % of the calls plus 2 a second) against an API that answers 503 throughout.
 
 use std::process::{ExitCode, Stdio};
@@ -48,9 +50,10 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 /// Requests a second the API allows: its quota, which the fleet's limiter is set to.
 const QUOTA: u32 = 40;
 
-/// Where the fleet's limits are kept: a call to Redis waits at most 50 ms; while Redis is
-/// away each worker takes its share of the quota (`set_fallback`, with the number of workers).
-static FLEET: RedisState = RedisState::new("fleet").timeout(Duration::from_millis(50));
+/// Where the fleet's limits are kept: a call to Redis waits at most 200 ms (the workers and
+/// Redis may share a small machine); while Redis is away each worker takes its share of the
+/// quota (`set_fallback`, with the number of workers).
+static FLEET: RedisState = RedisState::new("fleet").timeout(Duration::from_millis(200));
 
 /// The API's quota, shared by the fleet through Redis.
 static SHARED_QUOTA: RateLimiter = RateLimiter::per_second("api", QUOTA).shared(&FLEET);
@@ -70,9 +73,12 @@ const fn breaker() -> CircuitBreaker {
         .half_open_probes(2)
 }
 static SHARED_BREAKER: CircuitBreaker = breaker().quorum(2).shared(&FLEET);
-/// The fleet's breaker, opened by any one worker: what `quorum(2)` protects against.
-static ANY_ONE_BREAKER: CircuitBreaker = breaker().quorum(1).shared(&FLEET);
 static OWN_BREAKER: CircuitBreaker = breaker();
+/// With `--bad-workers`: a breaker that opens at 20 % of failures, which one bad worker of
+/// four reaches alone; the fleet's needs them from two workers...
+static WARY_BREAKER: CircuitBreaker = breaker().failure_rate(0.2).quorum(2).shared(&FLEET);
+/// ...and this one from any one worker (`--any-one`): what `quorum(2)` protects against.
+static ANY_ONE_BREAKER: CircuitBreaker = breaker().failure_rate(0.2).quorum(1).shared(&FLEET);
 
 /// The retry budget: retries at most 20 % of the calls of the last 10 s, plus 2 a second.
 const fn budget() -> RetryBudget {
@@ -164,6 +170,11 @@ async fn task_shared_breaker(client: &reqwest::Client, url: &str) -> Result<(), 
     call(client, url).await
 }
 
+#[retry_with_backoff(max_retries = 3, base_delay = 0.05, max_delay = 0.2, breaker = WARY_BREAKER)]
+async fn task_wary_breaker(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
+    call(client, url).await
+}
+
 #[retry_with_backoff(max_retries = 3, base_delay = 0.05, max_delay = 0.2, breaker = ANY_ONE_BREAKER)]
 async fn task_any_one_breaker(client: &reqwest::Client, url: &str) -> Result<(), ApiError> {
     call(client, url).await
@@ -195,6 +206,7 @@ async fn task(
         (Guard::Limiter, true) => task_shared(client, url).await,
         (Guard::Limiter, false) => task_own(client, url).await,
         (Guard::Breaker, true) if args.any_one => task_any_one_breaker(client, url).await,
+        (Guard::Breaker, true) if args.bad_workers > 0 => task_wary_breaker(client, url).await,
         (Guard::Breaker, true) => task_shared_breaker(client, url).await,
         (Guard::Breaker, false) => task_own_breaker(client, url).await,
         (Guard::Budget, true) => task_shared_budget(client, url).await,
@@ -254,9 +266,14 @@ async fn worker(args: &Args, api: &str) -> anyhow::Result<()> {
                         _ => {}
                     }
                 }
-                if outcome.is_err() && args.guard != Guard::Limiter {
+                match args.guard {
+                    // A queue worker's pace: a task every 100 ms per caller.
+                    Guard::Breaker => tokio::time::sleep(Duration::from_millis(100)).await,
                     // A failed task's worker moves on after a moment, not in a tight loop.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Guard::Budget if outcome.is_err() => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => {}
                 }
             }
         });
@@ -421,15 +438,33 @@ async fn coordinate(args: &Args) -> anyhow::Result<()> {
             .sum::<u64>()
     };
     let mode = if args.redis.is_some() {
-        "one limit in Redis"
+        "shared in Redis"
     } else {
-        "a limit per process"
+        "one per process"
     };
-    println!(
-        "{} workers, {mode}: {} requests, {too_many} answered 429, {ok} answered 200; {rate:.1} answered/s in the steady state against a quota of {QUOTA}/s; tasks lost: {lost}",
-        args.workers,
-        served.len(),
-    );
+    match args.guard {
+        Guard::Limiter => println!(
+            "{} workers, limits {mode}: {} requests, {too_many} answered 429, {ok} answered 200; {rate:.1} answered/s in the steady state against a quota of {QUOTA}/s; tasks lost: {lost}",
+            args.workers,
+            served.len(),
+        ),
+        Guard::Breaker => println!(
+            "{} workers ({} bad), breakers {mode}: {during_outage} requests during the {} s outage, {} in all; {} calls refused by an open circuit ({good_refused} of the good workers'); tasks lost: {lost}",
+            args.workers,
+            args.bad_workers,
+            args.outage,
+            served.len(),
+            sum("refused"),
+        ),
+        Guard::Budget => println!(
+            "{} workers, budgets {mode}: {} calls, {} attempts ({} retries) against a down API; {} calls ended by a spent budget; tasks lost: {lost}",
+            args.workers,
+            sum("tasks"),
+            sum("attempts"),
+            sum("attempts").saturating_sub(sum("tasks")),
+            sum("budget_spent"),
+        ),
+    }
     // The same, for `tests/fleet.rs`.
     println!(
         "{}",
