@@ -409,3 +409,55 @@ async fn the_hint_of_an_error_that_is_not_retried_does_not_pause_the_limiter() {
         next - now
     );
 }
+
+static CAPPED_HINT: RateLimiter = RateLimiter::per_second("capped-hint", 100);
+
+#[retry_with_backoff(max_retries = 2, base_delay = 0.0, max_hint = 60.0, limiter = CAPPED_HINT)]
+async fn asks_for_an_hour() -> Result<(), ApiError> {
+    Err(HttpError::new(429, Some(Duration::from_secs(3600)), "come back in an hour").into())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_above_max_hint_gives_up_and_leaves_the_limiter_alone() {
+    let Err(ApiError::GaveUp(give_up)) = asks_for_an_hour().await else {
+        panic!("expected a give-up");
+    };
+    assert!(matches!(
+        give_up.reason(),
+        GiveUpReason::HintAboveCap { .. }
+    ));
+    let now = <resilience::TokioTimer as resilience::timer::AsyncTimer>::now();
+    let next = CAPPED_HINT.next_free(now);
+    assert!(
+        next <= now + Duration::from_millis(10),
+        "paused {:?}",
+        next - now
+    );
+}
+
+static SLOW_CHECKED: CircuitBreaker = CircuitBreaker::new("slow-checked")
+    .count_window(10)
+    .minimum_calls(10)
+    .slow_calls(Duration::from_millis(500), 0.5);
+static ONE_A_SECOND: RateLimiter = RateLimiter::per_second("one-a-second", 1);
+
+#[retry_with_backoff(breaker = SLOW_CHECKED, limiter = ONE_A_SECOND)]
+fn fast_but_queued() -> io::Result<()> {
+    Ok(())
+}
+
+#[test]
+fn the_limiter_s_queue_is_not_a_slow_call() {
+    let ((), clock) = on_virtual_clock(|| {
+        // Ten calls, each waiting its turn for up to 9 s on the limiter: the service answers
+        // at once, so none is slow.
+        for _ in 0..12 {
+            fast_but_queued().unwrap();
+        }
+        assert_eq!(SLOW_CHECKED.state(now_current()), CircuitState::Closed);
+    });
+    assert!(
+        clock.elapsed() >= Duration::from_secs(11),
+        "the limiter made them wait"
+    );
+}

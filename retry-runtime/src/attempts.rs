@@ -562,6 +562,7 @@ impl Attempts {
         &self,
         reason: GiveUpReason,
         message: String,
+        not_waited: Duration,
     ) -> MediaProcessingError {
         self.site.emit(Event::GaveUp {
             attempt: self.made(),
@@ -571,7 +572,7 @@ impl Attempts {
         });
         MediaProcessingError::new(self.made(), reason, message, None)
             .with_retry_after(self.retry_after)
-            .with_waited(self.waited)
+            .with_waited(self.waited.saturating_sub(not_waited))
     }
 
     /// The give-up for a loop that found no attempt left to run: not reached (the last

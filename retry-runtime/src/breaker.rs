@@ -624,7 +624,11 @@ impl Shared<CircuitBreaker> {
     /// Asks to start an attempt: this process's breaker when it is not a fleet's or the
     /// fleet cannot answer; else the fleet's circuit as last seen, the fleet itself asked (on
     /// this thread) only when a probe is due.
+    #[inline]
     pub fn pass_blocking(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
+        if self.fleet.is_none() || self.held_open() {
+            return self.try_acquire_at(now).map(Pass::Local);
+        }
         match self.fleet_view() {
             FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
             FleetView::Decided(decided) => decided,
@@ -638,6 +642,9 @@ impl Shared<CircuitBreaker> {
     /// [`pass_blocking`](Self::pass_blocking) for an async caller: the fleet's answer to a
     /// probe is awaited.
     pub async fn pass_async(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
+        if self.fleet.is_none() || self.held_open() {
+            return self.try_acquire_at(now).map(Pass::Local);
+        }
         match self.fleet_view() {
             FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
             FleetView::Decided(decided) => decided,
@@ -650,31 +657,49 @@ impl Shared<CircuitBreaker> {
 
     /// Whether the call needs the fleet asked before it may go (a probe is due).
     pub fn probe_due(&self) -> bool {
-        matches!(self.fleet_view(), FleetView::ProbeDue(_))
+        !self.held_open() && matches!(self.fleet_view(), FleetView::ProbeDue(_))
+    }
+
+    /// Whether this process's breaker is held open by hand ([`CircuitBreaker::open`]): that
+    /// wins over the fleet's circuit, for this process.
+    fn held_open(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & TAG_MASK == HELD_OPEN
     }
 
     /// Hands back how the attempt was let through, with its outcome: to this process's
     /// breaker, or to the fleet's (which answers with its circuit, kept as this process's
     /// view), reading the clock only when needed.
+    #[inline]
     pub fn record_pass(&self, pass: Pass, outcome: Outcome, now: impl FnOnce() -> Instant) {
         match pass {
-            Pass::Local(permit) => self.record_at(permit, outcome, now),
-            Pass::Fleet { probe } => {
-                let Some(fleet) = self.fleet else { return };
-                let seen = self.clone();
-                let outcome = FleetOutcome {
-                    failed: outcome == Outcome::Failure,
-                    probe,
-                };
-                fleet.breaker_record(
-                    self.fleet_key(),
-                    self.rule(),
-                    outcome,
-                    jitter_factor(self.settings.jitter),
-                    Box::new(move |answer| seen.see(answer, Instant::now())),
-                );
+            Pass::Local(permit) => {
+                self.record_at(permit, outcome, now);
+                // While the fleet is away its outcomes still go to it: the backend tries it
+                // again at its own pace, and its answer brings this process back.
+                if self.fleet.is_some() {
+                    self.record_in_fleet(false, outcome);
+                }
             }
+            Pass::Fleet { probe } => self.record_in_fleet(probe, outcome),
         }
+    }
+
+    /// A fleet pass's outcome, sent to the fleet, whose answer becomes this process's view.
+    #[inline(never)]
+    fn record_in_fleet(&self, probe: bool, outcome: Outcome) {
+        let Some(fleet) = self.fleet else { return };
+        let seen = self.clone();
+        let outcome = FleetOutcome {
+            failed: outcome == Outcome::Failure,
+            probe,
+        };
+        fleet.breaker_record(
+            self.fleet_key(),
+            self.rule(),
+            outcome,
+            jitter_factor(self.settings.jitter),
+            Box::new(move |answer| seen.see(answer, Instant::now())),
+        );
     }
 
     /// The fleet's circuit as this process last saw it.
@@ -747,6 +772,21 @@ pub struct Permit {
     probe: bool,
     /// The breaker's generation when it was issued: `record` ignores it after a change.
     generation: u64,
+}
+
+impl Permit {
+    /// The same permit for an attempt that starts `by` later (after a rate limiter's wait):
+    /// a slow call is measured from the attempt's start.
+    #[must_use]
+    pub fn delayed(self, by: Duration) -> Permit {
+        Permit {
+            started: match self.started {
+                0 => 0,
+                started => started.saturating_add(duration_nanos(by)),
+            },
+            ..self
+        }
+    }
 }
 
 /// What an attempt came to, as the classifier says.

@@ -125,7 +125,10 @@ impl Guards {
         now: Instant,
         deadline: Option<Instant>,
     ) -> Result<Admitted, Refusal> {
-        let permit = self.pass_breaker(&Clock::at(now))?;
+        let permit = match &self.breaker {
+            Some(breaker) => Some(breaker.pass_async(|| now).await.map_err(Refusal::Open)?),
+            None => None,
+        };
         let wait = match &self.limiter {
             Some(limiter) => limiter
                 .reserve_async(now, deadline)
@@ -173,14 +176,22 @@ impl Guards {
 
     /// An attempt failed: what the breaker counts it as, and the server's hint, which pauses
     /// the limiter for every call that shares it.
-    fn failed(&self, admitted: &Admitted, seen: Seen, now: impl Fn() -> Instant) {
+    fn failed(
+        &self,
+        admitted: &Admitted,
+        seen: Seen,
+        max_hint: Duration,
+        now: impl Fn() -> Instant,
+    ) {
         if let (Some(breaker), Some(pass)) = (&self.breaker, admitted.permit) {
             breaker.record_pass(pass, seen.outcome, &now);
         }
-        // Only a retryable failure's hint: a per-day quota (not retried) says nothing about
-        // the next minute's requests.
+        // Only a retryable failure's hint, and only one the call itself honours (at most
+        // `max_hint`): a per-day quota (not retried) says nothing about the next minute's
+        // requests, and a server asking for an hour must not stop every caller for an hour.
         if let (Some(limiter), Some(hint), Outcome::Failure) =
             (&self.limiter, seen.retry_after, seen.outcome)
+            && hint <= max_hint
         {
             limiter.pause_for(now(), hint);
         }
@@ -210,13 +221,6 @@ impl<F: Fn() -> Instant> Clock<F> {
         let at = (self.read)();
         self.at.set(Some(at));
         at
-    }
-}
-
-impl Clock<fn() -> Instant> {
-    /// A time read already.
-    fn at(now: Instant) -> Self {
-        Clock::new(Instant::now as fn() -> Instant, Some(now))
     }
 }
 
@@ -277,6 +281,12 @@ impl Admitted {
             Duration::ZERO
         } else {
             wait
+        };
+        // A slow call is measured from when the attempt starts, after the permit's wait: the
+        // limiter's queue is not the service's slowness.
+        let permit = match permit {
+            Some(Pass::Local(local)) if !wait.is_zero() => Some(Pass::Local(local.delayed(wait))),
+            permit => permit,
         };
         Admitted { permit, wait }
     }
@@ -373,6 +383,8 @@ pub struct GuardedCall<'p> {
 struct Owed {
     timed_out: bool,
     message: String,
+    /// The wait the decision counted, which is not made.
+    wait: Duration,
 }
 
 impl<'p> GuardedCall<'p> {
@@ -418,7 +430,7 @@ impl<'p> GuardedCall<'p> {
         if budget.pay_blocking(now, owed.timed_out) {
             Ok(())
         } else {
-            Err(self.spent(budget.name(), owed.message))
+            Err(self.spent(budget.name(), owed))
         }
     }
 
@@ -433,15 +445,16 @@ impl<'p> GuardedCall<'p> {
         if budget.pay_async(now, owed.timed_out).await {
             Ok(())
         } else {
-            Err(self.spent(budget.name(), owed.message))
+            Err(self.spent(budget.name(), owed))
         }
     }
 
     /// The give-up of a retry a fleet's budget refused.
     #[cold]
-    fn spent(&mut self, budget: &'static str, message: String) -> MediaProcessingError {
+    fn spent(&mut self, budget: &'static str, owed: Owed) -> MediaProcessingError {
+        let reason = GiveUpReason::BudgetExhausted { budget };
         self.attempts()
-            .gave_up_before_retry(GiveUpReason::BudgetExhausted { budget }, message)
+            .gave_up_before_retry(reason, owed.message, owed.wait)
     }
 
     /// The retry state, made on first use.
@@ -535,6 +548,7 @@ impl<'p> GuardedCall<'p> {
         let mut seen = Seen::of(&failure);
         // For a fleet's budget, paid after the decision: what the give-up would say.
         let owed = self.pays_a_fleet().then(|| Owed {
+            wait: Duration::ZERO,
             timed_out: matches!(failure, Failure::TimedOut),
             message: match &failure {
                 Failure::Error(error) => crate::classify::chain::redacted(text(error)),
@@ -554,10 +568,11 @@ impl<'p> GuardedCall<'p> {
             &now,
         );
         if let Some(seen) = seen {
-            self.guards.failed(&self.admitted, seen, now);
+            self.guards
+                .failed(&self.admitted, seen, self.policy.max_hint(), now);
         }
-        if decision.is_ok() {
-            self.owed = owed;
+        if let Ok(wait) = decision {
+            self.owed = owed.map(|owed| Owed { wait, ..owed });
         }
         decision
     }
@@ -576,7 +591,8 @@ impl<'p> GuardedCall<'p> {
             .attempts()
             .after_last(failure, reading(&read, &mut seen), text, keep);
         if let Some(seen) = seen {
-            self.guards.failed(&self.admitted, seen, now);
+            self.guards
+                .failed(&self.admitted, seen, self.policy.max_hint(), now);
         }
         ending
     }
@@ -588,7 +604,8 @@ impl<'p> GuardedCall<'p> {
         passed: DeadlinePassed,
         now: impl Fn() -> Instant,
     ) -> MediaProcessingError {
-        self.guards.failed(&self.admitted, Seen::CUT_OFF, now);
+        self.guards
+            .failed(&self.admitted, Seen::CUT_OFF, self.policy.max_hint(), now);
         self.attempts().deadline_passed(passed)
     }
 

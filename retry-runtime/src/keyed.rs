@@ -199,8 +199,10 @@ impl<G: KeyedGuard, K> Keyed<G, K> {
 }
 
 impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
-    /// The guard of `key`, made when the key is new.
-    pub fn key<Q>(&self, key: &Q) -> Shared<G>
+    /// The guard of `key`, made when the key is new. It takes the `Keyed` as `&'static`: a
+    /// `const` one would be a new map at each use, sharing nothing, so only a `static`
+    /// compiles (`temporary value dropped while borrowed`).
+    pub fn key<Q>(&'static self, key: &Q) -> Shared<G>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + fmt::Display + ?Sized,

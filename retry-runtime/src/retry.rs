@@ -211,7 +211,6 @@ impl<W, N> Settings<W, N> {
     }
 }
 
-/// The error itself, boxed to be kept in the give-up error, where a caller can downcast it.
 /// What the guarded loop needs of the closure API's settings.
 struct GuardedRules<'s, E, W, N> {
     policy: RetryPolicy,
@@ -268,6 +267,7 @@ impl<E: Classify + Display + Into<BoxError>, W: Decide<E>, N: Notify<E>> Guarded
     }
 }
 
+/// The error itself, boxed to be kept in the give-up error, where a caller can downcast it.
 fn keep<E: Classify + Into<BoxError>>(error: E) -> BoxError {
     match error.__resilience_into_last_error() {
         Ok(kept) => kept,
