@@ -39,8 +39,9 @@
 //!   figure is ns per operation of all 8 together (on this 2-core machine, 4 threads a core).
 //! - `budget`: `deposit` on the ratio model (Finagle's, behind a lock); `deposit` then
 //!   `succeeded(false)` on the token bucket (AWS's; a full bucket is only read).
-//! - `keyed`: `Keyed::key("model-a")`, a key already held among 12 (it reads the clock), and
-//!   `key_at` with the time passed.
+//! - `keyed`: `Keyed::key("model-a")`, a key already held among 12 (it reads the clock),
+//!   `key_at` with the time passed, and `key_new_when_full`: a new key each time into a full
+//!   map of 10 000 keys.
 //! - `attribute_guarded`: the plain function, under `#[retry_with_backoff]`, and with
 //!   `breaker =`, `limiter =`, `budget =` (ratio, and a token bucket), and all three, each
 //!   guard a `static` of its own.
@@ -344,6 +345,21 @@ fn keyed(c: &mut Criterion) {
             })
         })
     });
+    // A stream of new keys into a full map (10 000 keys): what a tenant seen for the first
+    // time costs, the map's scans for the least recently used included.
+    group.bench_function("key_new_when_full", |b| {
+        let full: Keyed<RateLimiter, u64> = Keyed::new(RateLimiter::per_second("tenant", 10));
+        let start = Instant::now();
+        let mut next = 0u64;
+        let mut insert = |full: &Keyed<RateLimiter, u64>| {
+            next += 1;
+            black_box(full.key_at(&next, start + Duration::from_nanos(next)));
+        };
+        for _ in 0..resilience::keyed::DEFAULT_MAX_KEYS {
+            insert(&full);
+        }
+        b.iter(|| insert(&full))
+    });
     group.finish();
 }
 
@@ -411,7 +427,14 @@ const CASES: &[(&str, &[(&str, &str)])] = &[
             ("bucket_deposit_succeeded", "-"),
         ],
     ),
-    ("keyed", &[("key_existing", "-"), ("key_at_existing", "-")]),
+    (
+        "keyed",
+        &[
+            ("key_existing", "-"),
+            ("key_at_existing", "-"),
+            ("key_new_when_full", "-"),
+        ],
+    ),
     (
         "attribute_guarded",
         &[

@@ -133,7 +133,8 @@ pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
 /// One guard per key, each with the settings of `template` and a state of its own: a limit
 /// per model, a breaker per host, a budget per tenant. Bounded in memory: at most
 /// [`max_keys`](Self::max_keys) keys, idle keys dropped after
-/// [`idle_after`](Self::idle_after), and the least recently used dropped first when full.
+/// [`idle_after`](Self::idle_after), and, when it is full, the least recently used sixteenth
+/// of its keys dropped at once (so that a stream of new keys scans the map once per many).
 ///
 /// ```
 /// use std::time::Duration;
@@ -240,17 +241,11 @@ impl<G: KeyedGuard, K: Hash + Eq> Keyed<G, K> {
                 .retain(|_, entry| now.saturating_sub(entry.last_used) < idle_after);
             entries.swept = now;
         }
-        while entries.map.len() >= self.max_keys {
-            let Some(oldest) = entries
-                .map
-                .iter()
-                .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(key, _)| key as *const K)
-            else {
-                break;
-            };
-            // Found by pointer identity above; looked up again by value to remove it.
-            entries.map.retain(|key, _| !std::ptr::eq(key, oldest));
+        if entries.map.len() >= self.max_keys {
+            // Full: drop the least recently used, a sixteenth of the map at once, so that a
+            // stream of new keys pays one scan of the map per many keys rather than per key.
+            let over = entries.map.len() + 1 - self.max_keys;
+            drop_least_recent(&mut entries.map, over.max(self.max_keys / 16));
         }
         let state = Arc::new(KeyState {
             guard: self.template.fresh(),
@@ -285,6 +280,27 @@ impl<G: fmt::Debug, K> fmt::Debug for Keyed<G, K> {
             .field("max_keys", &self.max_keys)
             .finish_non_exhaustive()
     }
+}
+
+/// Drops the `count` entries of `map` used least recently, in two passes over it.
+fn drop_least_recent<K, G>(map: &mut HashMap<K, Entry<G>>, count: usize) {
+    let mut ages: Vec<u64> = map.values().map(|entry| entry.last_used).collect();
+    let count = count.min(ages.len());
+    let Some(nth) = count.checked_sub(1) else {
+        return;
+    };
+    let (older, &mut cut, _) = ages.select_nth_unstable(nth);
+    // Every entry older than `cut` goes; of those last used at `cut` itself, only as many
+    // as make up `count`.
+    let mut ties = count - older.iter().filter(|&&age| age < cut).count();
+    map.retain(|_, entry| match entry.last_used.cmp(&cut) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal if ties > 0 => {
+            ties -= 1;
+            false
+        }
+        _ => true,
+    });
 }
 
 #[cfg(test)]
@@ -354,6 +370,61 @@ mod tests {
         let entries = keyed.entries.lock().unwrap();
         let map = &entries.as_ref().unwrap().map;
         assert!(map.contains_key("a") && map.contains_key("c"));
+    }
+
+    #[test]
+    fn a_full_map_drops_its_oldest_sixteenth_at_once() {
+        let full = keyed(64, Duration::from_secs(3600));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for key in 0..64 {
+            full.key_at(&format!("k{key}"), at(key));
+        }
+        // Full: the 65th key drops the four oldest (k0..k3), and the next three fit.
+        full.key_at("new0", at(100));
+        assert_eq!(full.len(), 61);
+        for key in 1..4 {
+            full.key_at(&format!("new{key}"), at(100 + key));
+        }
+        assert_eq!(full.len(), 64);
+        {
+            let entries = full.entries.lock().unwrap();
+            let map = &entries.as_ref().unwrap().map;
+            assert!((0..4).all(|key| !map.contains_key(&format!("k{key}"))));
+            assert!((4..64).all(|key| map.contains_key(&format!("k{key}"))));
+        }
+        // Used at the same instant, the oldest are told apart by count alone: four go.
+        let same = keyed(64, Duration::from_secs(3600));
+        for key in 0..65 {
+            same.key_at(&format!("k{key}"), t0);
+        }
+        assert_eq!(same.len(), 61);
+    }
+
+    proptest::proptest! {
+        /// Whatever the ages (ties included) and the count, exactly `count` entries go (all
+        /// of them when fewer), and none that stays is older than one that went.
+        #[test]
+        fn dropping_the_least_recent_drops_exactly_the_oldest(
+            ages in proptest::collection::vec(0u64..20, 0..80),
+            count in 0usize..100,
+        ) {
+            let mut map: HashMap<usize, Entry<Counter>> = ages
+                .iter()
+                .enumerate()
+                .map(|(key, &last_used)| {
+                    let state = Arc::new(KeyState { guard: Counter::default(), name: None });
+                    (key, Entry { state, last_used })
+                })
+                .collect();
+            drop_least_recent(&mut map, count);
+            proptest::prop_assert_eq!(map.len(), ages.len() - count.min(ages.len()));
+            let gone = (0..ages.len()).filter(|key| !map.contains_key(key)).map(|key| ages[key]);
+            let kept = map.values().map(|entry| entry.last_used);
+            if let (Some(newest_gone), Some(oldest_kept)) = (gone.max(), kept.min()) {
+                proptest::prop_assert!(newest_gone <= oldest_kept);
+            }
+        }
     }
 
     #[test]
