@@ -527,6 +527,13 @@ impl FleetGuards for RedisState {
             move |reply| then(reply.map_or(unavailable, circuit)),
         );
     }
+
+    fn breaker_release(&self, key: &str, rule: BreakerRule) {
+        self.send(
+            |connected| breaker("release", connected, key, rule),
+            |_: Option<Reply>| {},
+        );
+    }
 }
 
 impl FleetState for RedisState {

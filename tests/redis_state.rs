@@ -1149,10 +1149,10 @@ async fn lost_probes_slots_are_given_out_again_after_open_for() {
     let (duration, opened) = open_breaker(a, b, "api", rule).await;
     sleep_past(opened, duration).await;
     let probe = Answer::Decided(FleetCircuit::Probe);
-    let given = Instant::now();
     assert_eq!(a.breaker_probe("api", rule).await, probe);
     assert_eq!(b.breaker_probe("api", rule).await, probe);
-    // Neither answers (their callers are gone): busy until open_for after they went out...
+    let given = Instant::now();
+    // Neither answers (their callers are gone): busy until open_for after the last went out...
     let Answer::Decided(FleetCircuit::Busy { retry_in }) = a.breaker_probe("api", rule).await
     else {
         panic!("expected busy")
@@ -1179,6 +1179,62 @@ async fn lost_probes_slots_are_given_out_again_after_open_for() {
     );
     assert_eq!(
         record(b, "api", rule, PROBE_SUCCEEDED).await,
+        Answer::Decided(FleetCircuit::Closed)
+    );
+}
+
+#[tokio::test]
+async fn a_released_probe_s_slot_is_given_out_again_at_once() {
+    let Some(server) = redis_server() else { return };
+    let (a, b) = (
+        connected("released", &server).await,
+        connected("released", &server).await,
+    );
+    // Lost probes would wait 5 s: a slot free sooner was released.
+    let rule = BreakerRule {
+        open_for: Duration::from_millis(100),
+        max_open: Duration::from_millis(100),
+        ..RULE
+    };
+    let (duration, opened) = open_breaker(a, b, "api", rule).await;
+    sleep_past(opened, duration).await;
+    let rule = BreakerRule {
+        open_for: Duration::from_secs(5),
+        max_open: Duration::from_secs(5),
+        ..rule
+    };
+    let probe = Answer::Decided(FleetCircuit::Probe);
+    assert_eq!(a.breaker_probe("api", rule).await, probe);
+    assert_eq!(b.breaker_probe("api", rule).await, probe);
+    assert!(matches!(
+        decided(a.breaker_probe("api", rule).await),
+        FleetCircuit::Busy { .. }
+    ));
+    // b's probe never ran (its limiter refused it): handed back, fire and forget.
+    let released = Instant::now();
+    b.breaker_release("api", rule);
+    loop {
+        match decided(a.breaker_probe("api", rule).await) {
+            FleetCircuit::Probe => break,
+            FleetCircuit::Busy { .. } if released.elapsed() < Duration::from_secs(2) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("expected the released slot, got {other:?}"),
+        }
+    }
+    // One slot, not more; and a release of a closed circuit's pass changes nothing.
+    assert!(matches!(
+        decided(b.breaker_probe("api", rule).await),
+        FleetCircuit::Busy { .. }
+    ));
+    record(a, "api", rule, PROBE_SUCCEEDED).await;
+    assert_eq!(
+        record(a, "api", rule, PROBE_SUCCEEDED).await,
+        Answer::Decided(FleetCircuit::Closed)
+    );
+    a.breaker_release("api", rule);
+    assert_eq!(
+        record(b, "api", rule, SUCCEEDED).await,
         Answer::Decided(FleetCircuit::Closed)
     );
 }

@@ -228,9 +228,12 @@ impl CircuitBreaker {
     fn see(&self, answer: Answer<FleetCircuit>, now: Instant) {
         let view = match answer {
             Answer::Decided(FleetCircuit::Closed) => 0,
-            Answer::Decided(FleetCircuit::Open { retry_in } | FleetCircuit::Busy { retry_in }) => {
+            Answer::Decided(FleetCircuit::Open { retry_in }) => {
                 nanos(now).saturating_add(duration_nanos(retry_in)).max(1)
             }
+            Answer::Decided(FleetCircuit::Busy { retry_in }) => nanos(now)
+                .saturating_add(duration_nanos(retry_in.min(BUSY_RECHECK)))
+                .max(1),
             // A probe granted, or no answer: the view stays as it was.
             Answer::Decided(FleetCircuit::Probe) | Answer::Unavailable { .. } => return,
         };
@@ -526,6 +529,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Hands back the permit of an attempt that never ran (a rate limiter after the breaker
+    /// refused it): nothing is counted, and a half-open probe's slot is free again at once,
+    /// rather than after the open duration that a lost probe is given. Each permit is
+    /// handed back once, by [`record`](Self::record) or by `release`.
+    pub fn release(&self, permit: Permit) {
+        if !permit.probe || self.word.load(Ordering::Acquire) >> TAG_BITS != permit.generation {
+            return;
+        }
+        let mut state = self.lock();
+        if state.generation != permit.generation {
+            return;
+        }
+        if let Mode::HalfOpen(mut probes) = state.mode {
+            if probes.issued > probes.recorded {
+                probes.issued -= 1;
+                state.mode = Mode::HalfOpen(probes);
+            }
+        }
+    }
+
     /// The state at `now`. An open breaker whose duration has passed reads as half-open,
     /// which the next [`try_acquire`](Self::try_acquire) makes it; reading changes nothing.
     pub fn state(&self, now: Instant) -> CircuitState {
@@ -684,6 +707,18 @@ impl Shared<CircuitBreaker> {
         }
     }
 
+    /// Hands back a pass whose attempt never ran (a rate limiter refused it after this
+    /// breaker let it through): a probe's slot, this process's or the fleet's, is free again.
+    pub fn release_pass(&self, pass: Pass) {
+        match (pass, self.fleet) {
+            (Pass::Local(permit), _) => self.release(permit),
+            (Pass::Fleet { probe: true }, Some(fleet)) => {
+                fleet.breaker_release(self.fleet_key(), self.rule());
+            }
+            (Pass::Fleet { .. }, _) => {}
+        }
+    }
+
     /// A fleet pass's outcome, sent to the fleet, whose answer becomes this process's view.
     #[inline(never)]
     fn record_in_fleet(&self, probe: bool, outcome: Outcome) {
@@ -731,16 +766,23 @@ impl Shared<CircuitBreaker> {
         match answer {
             Answer::Decided(FleetCircuit::Closed) => Ok(Pass::Fleet { probe: false }),
             Answer::Decided(FleetCircuit::Probe) => Ok(Pass::Fleet { probe: true }),
-            Answer::Decided(FleetCircuit::Open { retry_in } | FleetCircuit::Busy { retry_in }) => {
-                Err(BreakerOpen {
-                    breaker: self.settings.name,
-                    retry_in: Some(retry_in),
-                })
-            }
+            Answer::Decided(FleetCircuit::Open { retry_in }) => Err(BreakerOpen {
+                breaker: self.settings.name,
+                retry_in: Some(retry_in),
+            }),
+            Answer::Decided(FleetCircuit::Busy { retry_in }) => Err(BreakerOpen {
+                breaker: self.settings.name,
+                retry_in: Some(retry_in.min(BUSY_RECHECK)),
+            }),
             Answer::Unavailable { .. } => self.try_acquire_at(now).map(Pass::Local),
         }
     }
 }
+
+/// While the fleet's probes are all out, a process asks again this often: their answers
+/// may close the circuit long before the probes would count as lost, and a process that
+/// refuses every call sends no outcome that would bring it the news.
+const BUSY_RECHECK: Duration = Duration::from_millis(500);
 
 /// What the view says of a fleet's breaker.
 enum FleetView {
@@ -874,8 +916,8 @@ struct Probes {
     recorded: u32,
     failures: u32,
     slow: u32,
-    /// When it became half-open, or a probe last answered, or the slots were given out
-    /// again: the outstanding probes count as lost `last_open` after it.
+    /// When a probe's slot was last given out, or a probe last answered: the outstanding
+    /// probes count as lost `last_open` after it.
     progress: u64,
 }
 
@@ -958,7 +1000,10 @@ impl State {
             }
             Mode::HalfOpen(mut probes) => {
                 if probes.issued < settings.probes {
+                    // Each slot given out restarts the probes' time, so the last one given
+                    // has its whole `last_open` to answer before the slots count as lost.
                     probes.issued += 1;
+                    probes.progress = now;
                     self.mode = Mode::HalfOpen(probes);
                     return (Ok(self.permit(now, true)), None);
                 }
@@ -1829,6 +1874,44 @@ mod tests {
             .open_growth(f64::MAX, Duration::MAX)
             .settings;
         assert_eq!(s.open_duration(u32::MAX, 1.0), 0);
+    }
+
+    #[test]
+    fn a_probe_given_out_late_has_its_whole_open_duration() {
+        let t0 = Instant::now();
+        let b = small();
+        trip(&b, t0);
+        let at = t0 + secs(10.0);
+        let _early: Vec<Permit> = (0..2).map(|_| b.try_acquire(at).unwrap()).collect();
+        // The third slot goes out 9 s later: the probes count as lost 10 s after that, not
+        // 10 s after the first, which would give a fourth probe while the third is running.
+        let _late = b.try_acquire(at + secs(9.0)).unwrap();
+        let refused = b.try_acquire(at + secs(11.0)).unwrap_err();
+        assert_eq!(refused.retry_in, Some(secs(8.0)));
+        assert!(b.try_acquire(at + secs(19.0)).unwrap().probe);
+    }
+
+    #[test]
+    fn a_released_probe_frees_its_slot_at_once() {
+        let t0 = Instant::now();
+        let b = small();
+        trip(&b, t0);
+        let at = t0 + secs(10.0);
+        let probes: Vec<Permit> = (0..3).map(|_| b.try_acquire(at).unwrap()).collect();
+        assert!(b.try_acquire(at).is_err());
+        // One never ran (a limiter refused it): handed back, its slot is free, and nothing
+        // was counted.
+        b.release(probes[0]);
+        let again = b.try_acquire(at).unwrap();
+        assert!(again.probe);
+        assert!(b.try_acquire(at).is_err(), "one slot, not more");
+        for probe in [probes[1], probes[2], again] {
+            b.record(probe, Outcome::Success, at);
+        }
+        assert_eq!(b.state(at), CircuitState::Closed, "3 successes");
+        // A closed breaker's permit: nothing to give back.
+        b.release(b.try_acquire(at).unwrap());
+        assert_eq!(b.state(at), CircuitState::Closed);
     }
 
     #[test]

@@ -495,6 +495,35 @@ impl RetryBudget {
         allowed
     }
 
+    /// A retry the fleet paid for, taken from this budget where it still can be, quietly:
+    /// this budget did not decide it, so it emits nothing and its spent flag stays as it was.
+    fn mirror_at(&self, now: impl FnOnce() -> Instant, timed_out: bool) {
+        match &self.model {
+            Model::Ratio(ratio) => {
+                let epoch = ratio.settings.epoch(now());
+                let mut window = lock(&ratio.window);
+                if window.available(&ratio.settings, epoch) >= 1 {
+                    let slot = window.slot(epoch);
+                    slot.withdrawals = slot.withdrawals.saturating_add(1);
+                }
+            }
+            Model::Bucket(bucket) => {
+                let settings = &bucket.settings;
+                let cost = if timed_out {
+                    settings.timeout_cost
+                } else {
+                    settings.retry_cost
+                };
+                let _ = bucket
+                    .state
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
+                        let left = tokens(state).checked_sub(cost)?;
+                        Some(u64::from(left) | (state & SPENT))
+                    });
+            }
+        }
+    }
+
     fn withdraw_ratio(ratio: &Ratio, now: Instant) -> (bool, Transition) {
         let epoch = ratio.settings.epoch(now);
         let mut window = lock(&ratio.window);
@@ -703,10 +732,18 @@ impl Shared<RetryBudget> {
         self.settle(answer, now, timed_out)
     }
 
-    /// The fleet's answer, or this process's own decision when it had none.
+    /// The fleet's answer, or this process's own decision when it had none. A retry the
+    /// fleet paid for is taken from this process's budget too (where it still can be), so
+    /// that, should the fleet go away, this process starts from what it spent rather than
+    /// from a full budget.
     fn settle(&self, answer: Answer<bool>, now: impl FnOnce() -> Instant, timed_out: bool) -> bool {
         match answer {
-            Answer::Decided(allowed) => allowed,
+            Answer::Decided(allowed) => {
+                if allowed {
+                    self.mirror_at(now, timed_out);
+                }
+                allowed
+            }
             Answer::Unavailable { .. } => self.try_withdraw_at(now, timed_out),
         }
     }

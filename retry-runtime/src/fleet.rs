@@ -212,6 +212,12 @@ pub trait FleetGuards: Send + Sync {
         Answer::Unavailable { share: 1 }
     }
 
+    /// A half-open probe granted for the breaker `key` whose call never ran (a limiter
+    /// refused it after the breaker let it through): its slot is free again (fire and forget).
+    fn breaker_release(&self, key: &str, rule: BreakerRule) {
+        let _ = (key, rule);
+    }
+
     /// Records a call's outcome for the breaker `key`, under this process's name (fire and
     /// forget); `then` receives the fleet's circuit as the backend answers, for the breaker's
     /// view (it may run on another thread, later, or not at all when the backend is away).

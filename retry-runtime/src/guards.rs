@@ -113,7 +113,7 @@ impl Guards {
         let wait = match &self.limiter {
             Some(limiter) => limiter
                 .reserve_blocking(now.now(), deadline)
-                .map_err(Refusal::Limited)?,
+                .map_err(|refused| self.refused_after(permit, refused))?,
             None => Duration::ZERO,
         };
         Ok(Admitted::new(permit, wait))
@@ -133,10 +133,20 @@ impl Guards {
             Some(limiter) => limiter
                 .reserve_async(now, deadline)
                 .await
-                .map_err(Refusal::Limited)?,
+                .map_err(|refused| self.refused_after(permit, refused))?,
             None => Duration::ZERO,
         };
         Ok(Admitted::new(permit, wait))
+    }
+
+    /// The limiter refused an attempt the breaker had let through: the breaker's pass goes
+    /// back unused, so a half-open probe's slot is not lost to a call that never ran.
+    #[cold]
+    fn refused_after(&self, permit: Option<Pass>, refused: RateLimited) -> Refusal {
+        if let (Some(breaker), Some(pass)) = (&self.breaker, permit) {
+            breaker.release_pass(pass);
+        }
+        Refusal::Limited(refused)
     }
 
     /// The breaker's pass, if there is a breaker and it lets the attempt through.
@@ -151,7 +161,9 @@ impl Guards {
         }
     }
 
-    /// Whether admitting the next attempt may need a fleet's answer, to be awaited.
+    /// Whether admitting the next attempt may need a fleet's answer, to be awaited: a shared
+    /// limiter, or a shared breaker (whose view may call for a probe at any moment, so the
+    /// blocking path, which would ask on the executor's thread, is never taken for it).
     fn asks_a_fleet(&self) -> bool {
         self.limiter
             .as_ref()
@@ -159,7 +171,7 @@ impl Guards {
             || self
                 .breaker
                 .as_ref()
-                .is_some_and(|breaker| breaker.probe_due())
+                .is_some_and(|breaker| breaker.is_shared())
     }
 
     /// An attempt succeeded (`retried`: not the first); the breaker reads the clock only if
@@ -233,8 +245,7 @@ enum Refusal {
 impl Refusal {
     /// The give-up of the call it refused, which keeps when to come back as its "retry
     /// after": the next probe, or the permit. The breaker's permit of a call the limiter
-    /// refuses is not recorded: the breaker gives a probe that never reports out again
-    /// (see the README's "Circuit breaker").
+    /// refuses has been handed back unused already (`Guards::refused_after`).
     #[cold]
     fn give_up(self, attempts: &Attempts) -> MediaProcessingError {
         match self {

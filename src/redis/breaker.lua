@@ -9,15 +9,16 @@
 --            openings    consecutive openings since it was last closed
 --            issued      half-open: the probes given out (their slots)
 --            succeeded   half-open: the probes that succeeded
---            since       half-open: when the probes were first given out, or one last
---                        answered, or their slots were given out again (microseconds)
+--            since       half-open: when a probe's slot was last given out, or a probe last
+--                        answered (microseconds)
 --            c:{second}, f:{second}  closed: the calls and the failures of each second
 --            calls, failures         closed: their sums over the window
 --            pruned      closed: the last second taken out of the sums
 -- KEYS[2]  closed: the workers that reported a failure in the window, a sorted set scored by
 --          the failure's time (microseconds)
 --
--- ARGV[1]  "record" (a call's outcome) or "probe" (may this call be a half-open probe?)
+-- ARGV[1]  "record" (a call's outcome), "probe" (may this call be a half-open probe?) or
+--          "release" (a probe granted to a call that never ran: its slot is free again)
 -- ARGV[2]  failure_rate: it opens when failures / calls reaches this, in billionths
 -- ARGV[3]  window: whole seconds (>= 1), the calls of the seconds after `now - window`
 -- ARGV[4]  minimum_calls: ...once the window holds this many calls...
@@ -235,11 +236,9 @@ elseif operation == 'probe' then
     return {OPEN, open_until - now}
   end
   if issued < probes then
-    -- The first probe of this half-open state starts the probes' time.
-    if issued == 0 then
-      since = now
-    end
-    redis.call('HSET', state, 'issued', int(issued + 1), 'since', int(since))
+    -- Each slot given out restarts the probes' time, so the last one given has its whole
+    -- `open_for` to answer before the slots count as lost.
+    redis.call('HSET', state, 'issued', int(issued + 1), 'since', int(now))
     keep(open_until)
     return {PROBE, 0}
   end
@@ -253,5 +252,14 @@ elseif operation == 'probe' then
   redis.call('HSET', state, 'issued', int(succeeded + 1), 'since', int(now))
   keep(open_until)
   return {PROBE, 0}
+end
+if operation == 'release' then
+  -- A probe's slot given to a call that never ran (its limiter refused it): free again, so
+  -- the fleet need not wait `open_for` for a probe that was never sent.
+  if open_until > 0 and now >= open_until and issued > succeeded then
+    redis.call('HSET', state, 'issued', int(issued - 1))
+    keep(open_until)
+  end
+  return {OPEN, 0}
 end
 return redis.error_reply('ERR resilience breaker: unknown operation ' .. tostring(operation))
