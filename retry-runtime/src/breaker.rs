@@ -541,11 +541,11 @@ impl CircuitBreaker {
         if state.generation != permit.generation {
             return;
         }
-        if let Mode::HalfOpen(mut probes) = state.mode {
-            if probes.issued > probes.recorded {
-                probes.issued -= 1;
-                state.mode = Mode::HalfOpen(probes);
-            }
+        if let Mode::HalfOpen(mut probes) = state.mode
+            && probes.issued > probes.recorded
+        {
+            probes.issued -= 1;
+            state.mode = Mode::HalfOpen(probes);
         }
     }
 
