@@ -11,6 +11,8 @@
 //! `RESILIENCE_REQUIRE_REDIS` is set, as `.ci/run` sets it after installing Debian's package.
 
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -90,21 +92,7 @@ impl Failures {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().any(|arg| arg == "--list") {
-        println!("fleet: test");
-        return ExitCode::SUCCESS;
-    }
-    // `cargo test <filter>` passes the filter to every test binary: this one runs only when
-    // no filter is given or one matches its name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|filter| "fleet".contains(filter.as_str()))
-    {
+    if harness::skipped("fleet") {
         return ExitCode::SUCCESS;
     }
     let Some(mut redis) = common::redis::redis_server() else {

@@ -22,7 +22,6 @@ use resilience::limiter::RateLimiter;
 use resilience::{GiveUpReason, MediaProcessingError, retry_with_backoff};
 
 /// A fleet backend: its circuit as scripted, what it was asked, whether it answers.
-#[derive(Default)]
 struct FakeFleet {
     reachable: AtomicBool,
     circuit: Mutex<Option<FleetCircuit>>,
@@ -33,6 +32,18 @@ struct FakeFleet {
 }
 
 impl FakeFleet {
+    /// Reachable, with no circuit yet, nothing asked.
+    const fn new() -> Self {
+        FakeFleet {
+            reachable: AtomicBool::new(true),
+            circuit: Mutex::new(None),
+            probes_async: AtomicU32::new(0),
+            probes_blocking: AtomicU32::new(0),
+            records: Mutex::new(Vec::new()),
+            releases: AtomicU32::new(0),
+        }
+    }
+
     fn answer(&self) -> Answer<FleetCircuit> {
         match *self.circuit.lock().unwrap() {
             Some(circuit) if self.reachable.load(Ordering::SeqCst) => Answer::Decided(circuit),
@@ -95,23 +106,9 @@ impl FleetGuards for FakeFleet {
     }
 }
 
-static FLEET: FakeFleet = FakeFleet {
-    reachable: AtomicBool::new(true),
-    circuit: Mutex::new(None),
-    probes_async: AtomicU32::new(0),
-    probes_blocking: AtomicU32::new(0),
-    records: Mutex::new(Vec::new()),
-    releases: AtomicU32::new(0),
-};
+static FLEET: FakeFleet = FakeFleet::new();
 /// A fleet that pays every retry while it answers, for the budget's test alone.
-static BUDGET_FLEET: FakeFleet = FakeFleet {
-    reachable: AtomicBool::new(true),
-    circuit: Mutex::new(None),
-    probes_async: AtomicU32::new(0),
-    probes_blocking: AtomicU32::new(0),
-    records: Mutex::new(Vec::new()),
-    releases: AtomicU32::new(0),
-};
+static BUDGET_FLEET: FakeFleet = FakeFleet::new();
 /// Two retries' worth of tokens in this process.
 static TOKENS: RetryBudget = RetryBudget::token_bucket("tokens", 10)
     .retry_cost(5)

@@ -16,6 +16,9 @@
 //! figure is asserted with its bound, and printed (the README's "Guards under load" quotes
 //! them).
 
+#[path = "common/harness.rs"]
+mod harness;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -385,21 +388,7 @@ async fn quota(failures: &mut Failures) {
 
 fn main() -> ExitCode {
     // `cargo test -- --list` and filters: this harness has one test, the whole run.
-    if std::env::args().any(|arg| arg == "--list") {
-        println!("guard_load: test");
-        return ExitCode::SUCCESS;
-    }
-    // `cargo test <filter>` passes the filter to every test binary: this one runs only when
-    // no filter is given or one matches its name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|filter| "guard_load".contains(filter.as_str()))
-    {
+    if harness::skipped("guard_load") {
         return ExitCode::SUCCESS;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
