@@ -649,9 +649,6 @@ impl Shared<CircuitBreaker> {
     /// this thread) only when a probe is due.
     #[inline]
     pub fn pass_blocking(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
-        if self.fleet.is_none() || self.held_open() {
-            return self.try_acquire_at(now).map(Pass::Local);
-        }
         match self.fleet_view() {
             FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
             FleetView::Decided(decided) => decided,
@@ -665,9 +662,6 @@ impl Shared<CircuitBreaker> {
     /// [`pass_blocking`](Self::pass_blocking) for an async caller: the fleet's answer to a
     /// probe is awaited.
     pub async fn pass_async(&self, now: impl FnOnce() -> Instant) -> Result<Pass, BreakerOpen> {
-        if self.fleet.is_none() || self.held_open() {
-            return self.try_acquire_at(now).map(Pass::Local);
-        }
         match self.fleet_view() {
             FleetView::Local => self.try_acquire_at(now).map(Pass::Local),
             FleetView::Decided(decided) => decided,
@@ -680,7 +674,7 @@ impl Shared<CircuitBreaker> {
 
     /// Whether the call needs the fleet asked before it may go (a probe is due).
     pub fn probe_due(&self) -> bool {
-        !self.held_open() && matches!(self.fleet_view(), FleetView::ProbeDue(_))
+        matches!(self.fleet_view(), FleetView::ProbeDue(_))
     }
 
     /// Whether this process's breaker is held open by hand ([`CircuitBreaker::open`]): that
@@ -737,11 +731,16 @@ impl Shared<CircuitBreaker> {
         );
     }
 
-    /// The fleet's circuit as this process last saw it.
+    /// The fleet's circuit as this process last saw it; this process's own breaker when it
+    /// is not a fleet's, the fleet cannot answer, or it is held open here by hand.
+    #[inline]
     fn fleet_view(&self) -> FleetView {
-        let Some(fleet) = self.fleet.filter(|fleet| fleet.is_reachable()) else {
+        let Some(fleet) = self.fleet else {
             return FleetView::Local;
         };
+        if self.held_open() || !fleet.is_reachable() {
+            return FleetView::Local;
+        }
         let view = self.view.load(Ordering::Relaxed);
         if view == 0 {
             return FleetView::Decided(Ok(Pass::Fleet { probe: false }));
@@ -786,7 +785,7 @@ const BUSY_RECHECK: Duration = Duration::from_millis(500);
 
 /// What the view says of a fleet's breaker.
 enum FleetView {
-    /// Not a fleet's, or the fleet cannot answer: this process's breaker decides.
+    /// Not a fleet's, the fleet cannot answer, or held open here: this process's breaker decides.
     Local,
     /// The view decides.
     Decided(Result<Pass, BreakerOpen>),

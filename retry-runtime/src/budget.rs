@@ -166,6 +166,16 @@ impl Window {
             })
     }
 
+    /// Takes one retry from the window if it allows one now: whether it did.
+    fn take(&mut self, settings: &RatioSettings, epoch: u64) -> bool {
+        let allowed = self.available(settings, epoch) >= 1;
+        if allowed {
+            let slot = self.slot(epoch);
+            slot.withdrawals = slot.withdrawals.saturating_add(1);
+        }
+        allowed
+    }
+
     /// Retries the window allows now: `floor + ratio * deposits - withdrawals`, rounded
     /// down, at least 0.
     fn available(&self, settings: &RatioSettings, epoch: u64) -> u64 {
@@ -192,6 +202,17 @@ struct BucketSettings {
     retry_cost: u32,
     timeout_cost: u32,
     success_refund: u32,
+}
+
+impl BucketSettings {
+    /// The tokens a retry costs, more after a timeout.
+    fn cost(&self, timed_out: bool) -> u32 {
+        if timed_out {
+            self.timeout_cost
+        } else {
+            self.retry_cost
+        }
+    }
 }
 
 /// The bucket's flag: its last withdrawal was refused.
@@ -501,19 +522,10 @@ impl RetryBudget {
         match &self.model {
             Model::Ratio(ratio) => {
                 let epoch = ratio.settings.epoch(now());
-                let mut window = lock(&ratio.window);
-                if window.available(&ratio.settings, epoch) >= 1 {
-                    let slot = window.slot(epoch);
-                    slot.withdrawals = slot.withdrawals.saturating_add(1);
-                }
+                lock(&ratio.window).take(&ratio.settings, epoch);
             }
             Model::Bucket(bucket) => {
-                let settings = &bucket.settings;
-                let cost = if timed_out {
-                    settings.timeout_cost
-                } else {
-                    settings.retry_cost
-                };
+                let cost = bucket.settings.cost(timed_out);
                 let _ = bucket
                     .state
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |state| {
@@ -527,11 +539,7 @@ impl RetryBudget {
     fn withdraw_ratio(ratio: &Ratio, now: Instant) -> (bool, Transition) {
         let epoch = ratio.settings.epoch(now);
         let mut window = lock(&ratio.window);
-        let allowed = window.available(&ratio.settings, epoch) >= 1;
-        if allowed {
-            let slot = window.slot(epoch);
-            slot.withdrawals = slot.withdrawals.saturating_add(1);
-        }
+        let allowed = window.take(&ratio.settings, epoch);
         let transition = match (allowed, window.spent) {
             (true, true) => Transition::Available,
             (false, false) => Transition::Spent,
@@ -542,12 +550,7 @@ impl RetryBudget {
     }
 
     fn withdraw_bucket(bucket: &Bucket, timed_out: bool) -> (bool, Transition) {
-        let settings = &bucket.settings;
-        let cost = if timed_out {
-            settings.timeout_cost
-        } else {
-            settings.retry_cost
-        };
+        let cost = bucket.settings.cost(timed_out);
         // Relaxed is enough: the state is one word, changed only by read-modify-writes, and
         // nothing else is published through it.
         let mut state = bucket.state.load(Ordering::Relaxed);

@@ -252,8 +252,7 @@ elseif operation == 'probe' then
   redis.call('HSET', state, 'issued', int(succeeded + 1), 'since', int(now))
   keep(open_until)
   return {PROBE, 0}
-end
-if operation == 'release' then
+elseif operation == 'release' then
   -- A probe's slot given to a call that never ran (its limiter refused it): free again, so
   -- the fleet need not wait `open_for` for a probe that was never sent.
   if open_until > 0 and now >= open_until and issued > succeeded then
